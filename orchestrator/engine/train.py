@@ -1,0 +1,189 @@
+"""One distributed training run: Ray Train V2 ``TensorflowTrainer`` over the worker loop.
+
+    $ orchestrator train --workers 2 --epochs 20
+    ...
+    $ ls results/train-20261127-101500/
+    best_model.keras  checkpoint_2026-11-27_10-15-40.123456/ ...  result.json  tensorboard/
+
+The same pieces serve a search: :func:`make_trainer` builds the trainer that
+each Tune trial runs, :func:`evaluate_checkpoints` scores a best checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from orchestrator.errors import UserError
+from orchestrator.engine.runtime import WorkerShape, check_fits, worker_runtime_env
+from orchestrator.results import write_json_atomic
+from orchestrator.spec import ExperimentSpec
+
+RESULT_FILE = "result.json"
+EXPORT_FILE = "best_model.keras"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train's per-worker entry: imports TensorFlow in the worker, never in the driver."""
+    from orchestrator.worker.loop import train_loop_per_worker
+
+    train_loop_per_worker(config)
+
+
+def default_name(prefix: str) -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def storage_root(storage: str) -> Path:
+    """The absolute storage directory, created and checked writable."""
+    root = Path(storage).expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{time.time_ns()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"storage path {root} is not writable: {exc.strerror or exc}") from None
+    return root
+
+
+def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
+                    finished_marker: str = RESULT_FILE, what: str = "run") -> Path:
+    """``<storage>/<name>``, refusing to silently reuse a name.
+
+    A finished run (its ``finished_marker`` exists) is kept unless ``overwrite``;
+    an interrupted one is continued only with ``resume``.
+    """
+    run_dir = storage_root(storage) / name
+    if overwrite and resume:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    elif resume and not run_dir.exists():
+        raise UserError(f"nothing to resume: no {what} named {name!r} under {run_dir.parent}")
+    elif (run_dir / finished_marker).exists() and not overwrite:
+        raise UserError(f"{what} {name!r} already finished ({run_dir / finished_marker}); "
+                        "choose another --name, or pass --overwrite to replace it")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise UserError(f"{what} {name!r} exists but did not finish ({run_dir}); "
+                        "pass --resume to continue it, or --overwrite to start over")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
+                 tensorboard_dir: str, hparams: Optional[dict] = None,
+                 trial_name: Optional[str] = None):
+    """The TensorflowTrainer of one run (also what each Tune trial runs)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    scaling = spec.scaling
+    return TensorflowTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.model_dump(), "data": data_ref,
+                           "tensorboard_dir": tensorboard_dir, "hparams": hparams,
+                           "trial_name": trial_name},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers, use_gpu=scaling.gpus_per_worker > 0,
+            resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker},
+            placement_strategy=scaling.placement),
+        run_config=RunConfig(
+            name=name, storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=spec.checkpoint.keep_best,
+                checkpoint_score_attribute=spec.checkpoint.monitor,
+                checkpoint_score_order=spec.checkpoint.mode),
+            worker_runtime_env=worker_runtime_env()),
+    )
+
+
+def best_of(best_checkpoints: list, monitor: str, mode: str):
+    """(checkpoint, metrics) with the best ``monitor`` among Ray's kept checkpoints."""
+    scored = [(c, m) for c, m in best_checkpoints if m.get(monitor) is not None]
+    if not scored:
+        return None, None
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda cm: cm[1][monitor])
+
+
+def evaluate_checkpoints(spec: ExperimentSpec, final_checkpoint, best_checkpoint, data_ref,
+                         export_path: Optional[str]) -> dict:
+    """Run the before/after test evaluation (and export) in one Ray task with TensorFlow."""
+    import ray
+
+    @ray.remote(num_cpus=1, runtime_env=worker_runtime_env())
+    def evaluate(spec_dict, final_ckpt, best_ckpt, splits, export):
+        from orchestrator.worker.evaluate import evaluate_and_export
+
+        with final_ckpt.as_directory() as final_dir, best_ckpt.as_directory() as best_dir:
+            return evaluate_and_export(spec_dict, final_dir, best_dir, splits, export)
+
+    return ray.get(evaluate.remote(spec.model_dump(), final_checkpoint, best_checkpoint,
+                                   data_ref, export_path))
+
+
+def put_data(spec: ExperimentSpec):
+    """Load MNIST once on the driver and put it in Ray's object store."""
+    import ray
+
+    from orchestrator.mnist import load_splits
+
+    splits, source = load_splits(spec.data)
+    return ray.put(splits), {"source": source, **splits.sizes()}
+
+
+def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool = False,
+                 check_resources: bool = True) -> dict:
+    """Train one run as ``spec`` says; returns what ``result.json`` holds. Needs a connected Ray."""
+    name = spec.name or default_name("train")
+    spec = spec.model_copy(update={"name": name})
+    run_dir = prepare_run_dir(spec.storage, name, resume=resume, overwrite=overwrite)
+    if check_resources:
+        check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker,
+                                                     spec.scaling.gpus_per_worker), f"run {name!r}")
+    data_ref, data_info = put_data(spec)
+    tensorboard_dir = run_dir / TENSORBOARD_DIR
+    started = time.time()
+    trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
+                           tensorboard_dir=str(tensorboard_dir))
+    result = trainer.fit()
+    wall = time.time() - started
+
+    final_checkpoint = result.checkpoint
+    best_checkpoint, best_metrics = best_of(result.best_checkpoints or [], spec.checkpoint.monitor,
+                                            spec.checkpoint.mode)
+    if final_checkpoint is None or best_checkpoint is None:
+        raise RuntimeError(f"run {name!r} reported no checkpoint; see the worker logs above")
+    with final_checkpoint.as_directory() as directory:
+        from orchestrator.results import read_json
+        state = read_json(Path(directory) / "state.json")
+    history = state["history"]
+    evaluation = evaluate_checkpoints(spec, final_checkpoint, best_checkpoint, data_ref,
+                                      str(run_dir / EXPORT_FILE))
+    trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
+    out = {
+        "name": name,
+        "status": "finished",
+        "spec": spec.model_dump(),
+        "data": data_info,
+        "workers": spec.scaling.workers,
+        "history": history,
+        "epochs_run": len(history),
+        "stop_reason": state.get("stop_reason"),
+        "stopped_epoch": len(history) if state.get("stop_reason") == "early_stopping" else None,
+        "best": {"epoch": best_metrics["epoch"], spec.checkpoint.monitor: best_metrics[spec.checkpoint.monitor],
+                 "checkpoint": best_checkpoint.path},
+        "final_checkpoint": final_checkpoint.path,
+        "evaluation": evaluation,
+        "tensorboard_dir": str(tensorboard_dir),
+        "wall_seconds": wall,
+        "samples_per_second": (data_info["train"] * len(history) / trained_seconds) if trained_seconds else None,
+    }
+    write_json_atomic(run_dir / RESULT_FILE, out)
+    out["result_file"] = str(run_dir / RESULT_FILE)
+    return out

@@ -1,0 +1,110 @@
+"""Learning-rate schedules: declarative, pure functions of ``(epoch, base_lr)``.
+
+A schedule is written in YAML by name with its own parameters, never as code::
+
+    lr_schedule:
+      name: hold_then_exp_decay   # the tutorial's schedule
+      hold_epochs: 5              # epochs 0..4 run at the base LR
+      rate: 0.1                   # then the LR is multiplied by exp(-0.1) each epoch
+
+Calling a schedule gives the LR of a 0-based epoch; it does not depend on
+what ran before, so a run resumed at epoch 7 gets exactly the LR it would have
+had. The Keras side applies it with ``LearningRateScheduler``::
+
+    >>> s = HoldThenExpDecay(hold_epochs=5, rate=0.1)
+    >>> [round(s(e, 1.0), 4) for e in (0, 4, 5, 7)]
+    [1.0, 1.0, 0.9048, 0.7408]
+
+No TensorFlow or Ray here: the driver validates schedules without importing either.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        raise NotImplementedError
+
+    def short(self) -> str:
+        """A compact label for run names, e.g. ``step(drop=0.5,every=3)``."""
+        params = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in self.model_dump(exclude={"name"}).items()
+                          if v is not None)
+        return f"{self.name}({params})" if params else self.name
+
+
+class Constant(_Schedule):
+    """The base LR at every epoch."""
+
+    name: Literal["constant"] = "constant"
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        return float(base_lr)
+
+
+class HoldThenExpDecay(_Schedule):
+    """Hold the base LR for ``hold_epochs`` epochs, then multiply by ``exp(-rate)`` per epoch.
+
+    Args:
+        hold_epochs: epochs ``0 .. hold_epochs-1`` run at the base LR.
+        rate: decay exponent per epoch after the hold.
+    """
+
+    name: Literal["hold_then_exp_decay"] = "hold_then_exp_decay"
+    hold_epochs: int = Field(5, ge=0, examples=[5])
+    rate: float = Field(0.1, gt=0, examples=[0.1])
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        decayed_epochs = max(0, epoch - self.hold_epochs + 1)
+        return float(base_lr * math.exp(-self.rate * decayed_epochs))
+
+
+class Step(_Schedule):
+    """Multiply the LR by ``drop`` every ``every`` epochs.
+
+    Args:
+        drop: factor in (0, 1] applied at each step.
+        every: epochs between steps.
+    """
+
+    name: Literal["step"] = "step"
+    drop: float = Field(0.5, gt=0, le=1, examples=[0.5])
+    every: int = Field(5, ge=1, examples=[5])
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        return float(base_lr * self.drop ** (epoch // self.every))
+
+
+class Cosine(_Schedule):
+    """Cosine decay from the base LR to ``min_fraction * base_lr`` over ``decay_epochs``.
+
+    Args:
+        decay_epochs: epochs over which the LR falls; afterwards it stays at the
+            minimum. ``null`` means the run's ``training.epochs``.
+        min_fraction: the floor as a fraction of the base LR.
+    """
+
+    name: Literal["cosine"] = "cosine"
+    decay_epochs: Optional[int] = Field(None, ge=1, examples=[20])
+    min_fraction: float = Field(0.0, ge=0, le=1, examples=[0.01])
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        span = self.decay_epochs or 1
+        progress = min(epoch, span) / span
+        floor = base_lr * self.min_fraction
+        return float(floor + (base_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+Schedule = Annotated[
+    Union[Constant, HoldThenExpDecay, Step, Cosine], Field(discriminator="name")
+]
+
+SCHEDULES = {cls.model_fields["name"].default: cls
+             for cls in (Constant, HoldThenExpDecay, Step, Cosine)}

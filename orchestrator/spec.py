@@ -1,0 +1,261 @@
+"""The experiment spec: everything a run needs, as validated pure data.
+
+A spec is read from YAML, then command-line flags override single fields::
+
+    $ cat jobs/configs/train_mnist.yaml
+    optimizer: {name: adam, learning_rate: 0.001}
+    training: {epochs: 20, batch_size_per_worker: 128}
+    lr_schedule: {name: hold_then_exp_decay, hold_epochs: 5, rate: 0.1}
+    early_stopping: {monitor: val_loss, patience: 3}
+    scaling: {workers: 2}
+    $ orchestrator train --config jobs/configs/train_mnist.yaml --epochs 5
+
+Unknown keys and bad values are rejected with one line naming the field and
+a valid example (``load_spec`` raises :class:`~orchestrator.errors.UserError`).
+This module imports neither Ray nor TensorFlow: the driver validates a whole
+experiment, search space included, before anything starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import UserError
+from orchestrator.schedules import Schedule, HoldThenExpDecay
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    """The tutorial's MLP: Flatten(28x28) -> Dense hidden layers (ReLU) -> Dense 10 softmax."""
+
+    hidden_units: list[int] = Field([256, 64, 32], min_length=1, examples=[[256, 64, 32]])
+
+    @model_validator(mode="after")
+    def _positive_units(self):
+        if any(u < 1 for u in self.hidden_units):
+            raise ValueError("every layer needs at least 1 unit")
+        return self
+
+
+class OptimizerSpec(_Section):
+    name: Literal["adam", "sgd"] = Field("adam", examples=["adam"])
+    learning_rate: float = Field(1e-3, gt=0, examples=[0.001])
+    momentum: float = Field(0.0, ge=0, lt=1, examples=[0.9])
+
+
+class TrainingSpec(_Section):
+    epochs: int = Field(20, ge=1, examples=[20])
+    batch_size_per_worker: int = Field(128, ge=1, examples=[128])
+    # Steps fused into one tf.function call: fewer Python round trips per epoch.
+    steps_per_execution: int = Field(1, ge=1, examples=[1])
+    verbose: int = Field(2, ge=0, le=2, examples=[2])
+
+
+class EarlyStoppingSpec(_Section):
+    enabled: bool = Field(True, examples=[True])
+    monitor: str = Field("val_loss", examples=["val_loss"])
+    patience: int = Field(3, ge=1, examples=[3])
+    min_delta: float = Field(0.0, ge=0, examples=[0.0])
+
+
+class CheckpointSpec(_Section):
+    monitor: str = Field("val_loss", examples=["val_loss"])
+    mode: Literal["min", "max"] = Field("min", examples=["min"])
+    keep_best: int = Field(2, ge=1, examples=[2])
+
+
+class TensorBoardSpec(_Section):
+    histogram_freq: int = Field(1, ge=0, examples=[1])
+    write_graph: bool = Field(True, examples=[True])
+
+
+class ScalingSpec(_Section):
+    workers: int = Field(2, ge=1, examples=[2])
+    cpus_per_worker: float = Field(1.0, gt=0, examples=[1])
+    gpus_per_worker: int = Field(0, ge=0, examples=[1])
+    # PACK fills a node before the next; SPREAD puts workers on different nodes.
+    placement: Literal["PACK", "SPREAD"] = Field("PACK", examples=["SPREAD"])
+    # How many times Ray Train restarts a failed worker group from the last checkpoint.
+    max_failures: int = Field(2, ge=0, examples=[2])
+
+
+class DataSpec(_Section):
+    """Where MNIST comes from and how much of it a run uses.
+
+    The validation set is the last ``validation_examples`` of MNIST's 60k
+    training split; the test set is MNIST's own 10k test split.
+    """
+
+    path: Optional[str] = Field(None, examples=["data/mnist.npz"])
+    train_examples: Optional[int] = Field(None, ge=1, examples=[50000])
+    validation_examples: int = Field(10000, ge=1, examples=[10000])
+    test_examples: Optional[int] = Field(None, ge=1, examples=[10000])
+
+    @model_validator(mode="after")
+    def _fits_mnist(self):
+        if self.validation_examples >= 60000:
+            raise ValueError("validation_examples must leave training examples out of 60000")
+        if self.train_examples and self.train_examples + self.validation_examples > 60000:
+            raise ValueError("train_examples + validation_examples must be <= 60000")
+        if self.test_examples and self.test_examples > 10000:
+            raise ValueError("test_examples must be <= 10000")
+        return self
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ExperimentSpec(_Section):
+    """One training run; a search varies some of its fields per trial."""
+
+    name: Optional[str] = Field(None, examples=["mnist-mlp"])
+    storage: str = Field("results", examples=["results"])
+    seed: int = Field(42, ge=0, examples=[42])
+    model: ModelSpec = ModelSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    training: TrainingSpec = TrainingSpec()
+    lr_schedule: Schedule = HoldThenExpDecay()
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    tensorboard: TensorBoardSpec = TensorBoardSpec()
+    scaling: ScalingSpec = ScalingSpec()
+    data: DataSpec = DataSpec()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise ValueError(
+                "name must be letters, digits, '_', '.', '-' (no '/'), e.g. `name: mnist-mlp`")
+        # A cosine schedule without its own span decays over the whole run.
+        if getattr(self.lr_schedule, "name", None) == "cosine" and self.lr_schedule.decay_epochs is None:
+            object.__setattr__(self, "lr_schedule",
+                               self.lr_schedule.model_copy(update={"decay_epochs": self.training.epochs}))
+        return self
+
+    def global_batch_size(self, replicas: int) -> int:
+        return self.training.batch_size_per_worker * replicas
+
+
+# --------------------------------------------------------------------------- loading
+
+def _example_for(model: type[BaseModel], loc: tuple) -> Optional[str]:
+    """The documented example of the field at ``loc``, as a YAML line."""
+    current: Any = model
+    field_name = None
+    example = None
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            # A discriminated union reports the chosen member's name as a loc part.
+            from orchestrator.schedules import SCHEDULES
+            if part in SCHEDULES:
+                current = SCHEDULES[part]
+            continue
+        field_name = part
+        example = field.examples[0] if field.examples else None
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) else None
+    if field_name is None or example is None:
+        return None
+    return f"`{field_name}: {yaml.safe_dump(example, default_flow_style=True).strip().removesuffix('...').strip()}`"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that holds the fields at ``loc`` (None if not a model)."""
+    from orchestrator.schedules import SCHEDULES
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in SCHEDULES:
+            current = SCHEDULES[part]
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return None
+        current = field.annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """The first problem of a pydantic error as one line: field, what is wrong, a valid example."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc if p not in ("constant", "hold_then_exp_decay", "step", "cosine")) or "config"
+    what = first["msg"]
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        valid = f"; valid keys: {', '.join(parent.model_fields)}" if parent else ""
+        what = f"unknown key{valid}"
+    elif first["type"] == "value_error":
+        what = what.removeprefix("Value error, ")
+    elif first["type"] == "union_tag_invalid":
+        from orchestrator.schedules import SCHEDULES
+        what = f"unknown schedule {first['input'].get('name')!r}; valid: {', '.join(SCHEDULES)}" \
+            if isinstance(first.get("input"), dict) else what
+    elif "input" in first and first["type"] not in ("missing",):
+        what = f"{what}, got {first['input']!r}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    example = _example_for(model, loc)
+    hint = f" (valid example: {example})" if example else ""
+    return f"{prefix}{where}: {what}{hint}{more}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; a one-line UserError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys, e.g. `training: {{epochs: 20}}`")
+    return data
+
+
+def set_path(config: dict, dotted: str, value: Any) -> dict:
+    """Return a copy of ``config`` with ``a.b.c`` set to ``value`` (for CLI overrides)."""
+    out = copy.deepcopy(config)
+    node = out
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{dotted}: `{key}` must be a mapping")
+    node[leaf] = value
+    return out
+
+
+def build_spec(config: dict) -> ExperimentSpec:
+    """Validate a config mapping into an ExperimentSpec; UserError on the first problem."""
+    try:
+        return ExperimentSpec.model_validate(config)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, ExperimentSpec)) from None
+
+
+def load_spec(path: Optional[str | Path] = None, overrides: Optional[dict[str, Any]] = None) -> ExperimentSpec:
+    """Read ``path`` (optional), apply ``{"training.epochs": 5, ...}`` overrides, validate."""
+    config = read_yaml(path) if path else {}
+    config.pop("search", None)  # a search config's space is validated by search_space
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            config = set_path(config, dotted, value)
+    return build_spec(config)

@@ -1,0 +1,126 @@
+"""Report each epoch to Ray Train with a checkpoint that a restart resumes from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+import tensorflow as tf
+
+# Names inside a reported checkpoint directory.
+WEIGHTS = "weights.h5"            # this epoch's weights, for model.load_weights
+BEST_WEIGHTS = "best.weights.h5"  # best weights so far (ModelCheckpoint's file)
+TRAIN_STATE = "train_state"       # TF checkpoint of model + optimizer, for resuming
+STATE = "state.json"              # epoch, history, early-stopping and best-so-far state
+
+
+def to_python(logs: dict) -> dict:
+    """Plain floats: numpy scalars in Keras logs break ray.train.report's serialization."""
+    return {k: float(v) for k, v in (logs or {}).items() if k not in ("outputs",)}
+
+
+class ReportToRayTrain(tf.keras.callbacks.Callback):
+    """At every epoch end, save a resumable checkpoint and ``ray.train.report`` it.
+
+    Every worker calls ``report`` (Ray Train V2 requires it) and saves (under
+    MultiWorkerMirroredStrategy saving all-reduces the metric variables), but
+    only the chief hands a checkpoint to Ray, which uploads it to the run's
+    storage and keeps the best ``keep_best`` by the monitored metric plus the
+    latest. Place it after EarlyStopping so ``stop_reason`` sees its decision.
+
+    Args:
+        is_chief: whether this worker is rank 0.
+        max_epochs: the run's epoch limit, to tell "max_epochs" endings.
+        best_weights_path: the chief's ModelCheckpoint file, carried in each checkpoint.
+        extra_state: returns extra JSON state to save (e.g. early stopping counters).
+        history: epochs already run before a resume, continued here.
+        examples_per_epoch: training examples per epoch, for samples/s.
+        monitor, mode: what "best" means (as for ModelCheckpoint).
+        report: the report function (``ray.train.report``); injectable for tests.
+    """
+
+    def __init__(self, *, is_chief: bool, max_epochs: int, best_weights_path: str,
+                 extra_state: Callable[[], dict], history: Optional[list[dict]] = None,
+                 examples_per_epoch: int = 0, monitor: str = "val_loss", mode: str = "min",
+                 report: Optional[Callable] = None):
+        super().__init__()
+        self.is_chief = is_chief
+        self.max_epochs = max_epochs
+        self.best_weights_path = best_weights_path
+        self.extra_state = extra_state
+        self.history = list(history or [])
+        self.examples_per_epoch = examples_per_epoch
+        self.monitor = monitor
+        self.mode = mode
+        if report is None:
+            import ray.train
+            report = ray.train.report
+        self._report = report
+        self._epoch_start = 0.0
+
+    def _best(self) -> Optional[dict]:
+        scored = [h for h in self.history if self.monitor in h]
+        if not scored:
+            return None
+        pick = min if self.mode == "min" else max
+        return pick(scored, key=lambda h: h[self.monitor])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        metrics = to_python(logs)
+        if self.model.stop_training:
+            stop_reason = "early_stopping"
+        elif epoch + 1 >= self.max_epochs:
+            stop_reason = "max_epochs"
+        else:
+            stop_reason = None
+        metrics.update(epoch=epoch + 1, epoch_seconds=seconds,
+                       samples_per_second=self.examples_per_epoch / seconds if seconds > 0 else 0.0)
+        self.history.append(dict(metrics))
+        best = self._best()
+        metrics.update(
+            best_epoch=best["epoch"] if best else None,
+            **{f"best_{self.monitor}": best[self.monitor] if best else None},
+            stop_reason=stop_reason,
+        )
+        state = {"epoch": epoch + 1, "history": self.history, "stop_reason": stop_reason,
+                 **self.extra_state()}
+        with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as tmp:
+            self._save(Path(tmp), state)
+            checkpoint = None
+            if self.is_chief:
+                from ray.train import Checkpoint
+                checkpoint = Checkpoint.from_directory(tmp)
+            self._report(metrics, checkpoint=checkpoint)
+
+    def _save(self, directory: Path, state: dict) -> None:
+        # Every worker saves: reading synced-on-read variables (metrics) all-reduces,
+        # so a chief saving alone would wait forever. Non-chief copies are discarded.
+        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
+            str(directory / TRAIN_STATE / "ckpt"))
+        self.model.save_weights(str(directory / WEIGHTS))
+        if not self.is_chief:
+            return
+        if os.path.exists(self.best_weights_path):
+            shutil.copyfile(self.best_weights_path, directory / BEST_WEIGHTS)
+        (directory / STATE).write_text(json.dumps(state, indent=1))
+
+
+def read_state(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / STATE).read_text())
+
+
+def restore_train_state(model: tf.keras.Model, directory: str | Path) -> None:
+    """Load weights and optimizer state saved by :class:`ReportToRayTrain`."""
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(
+        str(Path(directory) / TRAIN_STATE / "ckpt")).assert_existing_objects_matched()

@@ -1,0 +1,124 @@
+"""``train_loop_per_worker``: one Ray Train worker's whole life.
+
+Ray Train starts one process per worker, sets ``TF_CONFIG`` for them, and calls
+this function in each with the same ``config``::
+
+    {"spec": ExperimentSpec.model_dump(),   # the run, as pure data
+     "data": ObjectRef(MnistSplits),        # loaded once by the driver
+     "tensorboard_dir": "/abs/results/run/tensorboard[/trial]",
+     "hparams": {...} | None, "trial_name": str | None}
+
+Each worker builds the model inside ``MultiWorkerMirroredStrategy.scope()``
+(mirroring over all of its local GPUs, if it has any), restores the latest
+checkpoint when Ray Train restarts the group after a failure, and trains with
+the tutorial's callbacks, reporting every epoch to Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+import ray
+import ray.train
+import tensorflow as tf
+
+from orchestrator.spec import ExperimentSpec
+from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
+from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
+from orchestrator.worker.callbacks.report import (BEST_WEIGHTS, ReportToRayTrain, read_state,
+                                                  restore_train_state)
+from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
+from orchestrator.worker.datasets import batched_dataset
+from orchestrator.worker.model import build_compiled_model
+
+
+def _limit_threads(cpus: float) -> None:
+    """Match TensorFlow's thread pools to the CPUs Ray gave this worker.
+
+    Left alone, every worker sizes its pools to the whole machine and workers
+    sharing a node fight over cores.
+    """
+    threads = max(1, int(cpus))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    spec = ExperimentSpec.model_validate(config["spec"])
+    context = ray.train.get_context()
+    is_chief = context.get_world_rank() == 0
+    _limit_threads(spec.scaling.cpus_per_worker)
+
+    # TF_CONFIG (set by Ray Train) names the workers; all local GPUs become replicas.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    tf.keras.utils.set_random_seed(spec.seed)
+    splits = config["data"]
+    if isinstance(splits, ray.ObjectRef):
+        splits = ray.get(splits)
+
+    global_batch = spec.global_batch_size(strategy.num_replicas_in_sync)
+    train_data = batched_dataset(splits.x_train, splits.y_train, global_batch, shuffle_seed=spec.seed)
+    val_data = batched_dataset(splits.x_val, splits.y_val, global_batch)
+
+    with strategy.scope():
+        model = build_compiled_model(spec)
+
+    staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
+    best_weights_path = str(staging / BEST_WEIGHTS)
+    start_epoch, history, early_state, best_value = 0, [], None, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = read_state(directory)
+            restore_train_state(model, directory)
+            if os.path.exists(os.path.join(directory, BEST_WEIGHTS)):
+                shutil.copyfile(os.path.join(directory, BEST_WEIGHTS), best_weights_path)
+        start_epoch, history = state["epoch"], state["history"]
+        early_state, best_value = state.get("early_stopping"), state.get("best_value")
+        if state.get("stop_reason"):
+            return  # the run had already finished when it was checkpointed
+        if is_chief:
+            print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+
+    callbacks: list = [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate)]
+    early_stopping = None
+    if spec.early_stopping.enabled:
+        early_stopping = ResumableEarlyStopping(
+            monitor=spec.early_stopping.monitor, patience=spec.early_stopping.patience,
+            min_delta=spec.early_stopping.min_delta, verbose=1 if is_chief else 0)
+        if early_state:
+            early_stopping.restore(early_state)
+        callbacks.append(early_stopping)
+
+    # Every worker checkpoints (saving all-reduces metric variables); Keras sends
+    # non-chief copies to a temporary directory and deletes them.
+    best_checkpoint = tf.keras.callbacks.ModelCheckpoint(
+        best_weights_path, monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
+        save_best_only=True, save_weights_only=True, verbose=1 if is_chief else 0,
+        initial_value_threshold=best_value)
+    callbacks.append(best_checkpoint)
+    if is_chief:
+        callbacks += chief_tensorboard(
+            config["tensorboard_dir"], spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
+            hparams=config.get("hparams"), trial_id=config.get("trial_name"))
+
+    def extra_state() -> dict:
+        return {
+            "early_stopping": early_stopping.state() if early_stopping else None,
+            "best_value": float(best_checkpoint.best),
+        }
+
+    callbacks.append(ReportToRayTrain(
+        is_chief=is_chief, max_epochs=spec.training.epochs, best_weights_path=best_weights_path,
+        extra_state=extra_state, history=history, examples_per_epoch=len(splits.y_train),
+        monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode))
+
+    model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
+              initial_epoch=start_epoch, callbacks=callbacks,
+              verbose=spec.training.verbose if is_chief else 0)
+    shutil.rmtree(staging, ignore_errors=True)
