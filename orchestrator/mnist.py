@@ -61,7 +61,11 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UserError(f"data file not found: {path}; {_PLACE_IT}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"data file {path} is a single array, not an .npz archive with "
+                            "x_train, y_train, x_test, y_test")
+        with loaded as npz:
             arrays = {key: npz[key] for key in npz.files if key in EXPECTED}
             missing = sorted(set(EXPECTED) - set(npz.files))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -84,15 +88,39 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+# What keras.datasets.mnist.load_data() downloads, and its published sha256.
+_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+
+
 def _download() -> dict[str, np.ndarray]:
-    """Keras's own downloader, the last resort (imports TensorFlow)."""
+    """Keras's own downloader, the last resort (imports TensorFlow).
+
+    It downloads into a fresh temporary directory, not the cache itself: Keras
+    deletes a cached file whose hash differs when a re-download fails, and a
+    user's own copy of MNIST must never be lost that way. A good download is
+    then moved to :func:`keras_cache_path`, where the next run finds it.
+    """
+    import shutil
+    import tempfile
+
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    try:
-        import tf_keras
-        (x_train, y_train), (x_test, y_test) = tf_keras.datasets.mnist.load_data()
-    except Exception as exc:  # no network, no TF, a proxy page instead of the file...
-        raise UserError(f"MNIST not found and could not be downloaded ({type(exc).__name__}); {_PLACE_IT}") from None
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    with tempfile.TemporaryDirectory(prefix="orchestrator-mnist-") as tmp:
+        try:
+            import tf_keras
+
+            fetched = tf_keras.utils.get_file("mnist.npz", origin=_ORIGIN, file_hash=_SHA256,
+                                              cache_dir=tmp, cache_subdir="")
+        except Exception as exc:  # no network, no TF, a proxy page instead of the file...
+            raise UserError(f"MNIST not found and could not be downloaded ({type(exc).__name__}); "
+                            f"{_PLACE_IT}") from None
+        arrays = read_npz(fetched)
+        target = keras_cache_path()
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fetched, target.with_suffix(".part"))
+            os.replace(target.with_suffix(".part"), target)
+    return arrays
 
 
 def load_arrays(path: Optional[str | Path] = None) -> tuple[dict[str, np.ndarray], str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
 from orchestrator.schedules import Schedule, HoldThenExpDecay
@@ -39,11 +39,12 @@ class ModelSpec(_Section):
 
     hidden_units: list[int] = Field([256, 64, 32], min_length=1, examples=[[256, 64, 32]])
 
-    @model_validator(mode="after")
-    def _positive_units(self):
-        if any(u < 1 for u in self.hidden_units):
+    @field_validator("hidden_units")
+    @classmethod
+    def _positive_units(cls, units: list[int]) -> list[int]:
+        if any(u < 1 for u in units):
             raise ValueError("every layer needs at least 1 unit")
-        return self
+        return units
 
 
 class OptimizerSpec(_Section):
@@ -97,17 +98,13 @@ class DataSpec(_Section):
 
     path: Optional[str] = Field(None, examples=["data/mnist.npz"])
     train_examples: Optional[int] = Field(None, ge=1, examples=[50000])
-    validation_examples: int = Field(10000, ge=1, examples=[10000])
-    test_examples: Optional[int] = Field(None, ge=1, examples=[10000])
+    validation_examples: int = Field(10000, ge=1, le=59999, examples=[10000])
+    test_examples: Optional[int] = Field(None, ge=1, le=10000, examples=[10000])
 
     @model_validator(mode="after")
     def _fits_mnist(self):
-        if self.validation_examples >= 60000:
-            raise ValueError("validation_examples must leave training examples out of 60000")
         if self.train_examples and self.train_examples + self.validation_examples > 60000:
-            raise ValueError("train_examples + validation_examples must be <= 60000")
-        if self.test_examples and self.test_examples > 10000:
-            raise ValueError("test_examples must be <= 10000")
+            raise ValueError("train_examples: train_examples + validation_examples must be <= 60000")
         return self
 
 
@@ -130,11 +127,15 @@ class ExperimentSpec(_Section):
     scaling: ScalingSpec = ScalingSpec()
     data: DataSpec = DataSpec()
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: Optional[str]) -> Optional[str]:
+        if name is not None and not _NAME_RE.match(name):
+            raise ValueError("must be letters, digits, '_', '.', '-' (no '/')")
+        return name
+
     @model_validator(mode="after")
     def _check(self):
-        if self.name is not None and not _NAME_RE.match(self.name):
-            raise ValueError(
-                "name must be letters, digits, '_', '.', '-' (no '/'), e.g. `name: mnist-mlp`")
         # A cosine schedule without its own span decays over the whole run.
         if getattr(self.lr_schedule, "name", None) == "cosine" and self.lr_schedule.decay_epochs is None:
             object.__setattr__(self, "lr_schedule",
@@ -149,26 +150,13 @@ class ExperimentSpec(_Section):
 
 def _example_for(model: type[BaseModel], loc: tuple) -> Optional[str]:
     """The documented example of the field at ``loc``, as a YAML line."""
-    current: Any = model
-    field_name = None
-    example = None
-    for part in loc:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            # A discriminated union reports the chosen member's name as a loc part.
-            from orchestrator.schedules import SCHEDULES
-            if part in SCHEDULES:
-                current = SCHEDULES[part]
-            continue
-        field_name = part
-        example = field.examples[0] if field.examples else None
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) else None
-    if field_name is None or example is None:
+    names = [p for p in loc if not isinstance(p, int)]
+    parent = _model_at(model, tuple(names[:-1])) if names else None
+    field = parent.model_fields.get(names[-1]) if parent else None
+    if field is None or not field.examples:
         return None
-    return f"`{field_name}: {yaml.safe_dump(example, default_flow_style=True).strip().removesuffix('...').strip()}`"
+    example = yaml.safe_dump(field.examples[0], default_flow_style=True).strip().removesuffix("...").strip()
+    return f"`{names[-1]}: {example}`"
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
@@ -200,6 +188,12 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         what = f"unknown key{valid}"
     elif first["type"] == "value_error":
         what = what.removeprefix("Value error, ")
+        field, sep, rest = what.partition(": ")
+        parent = _model_at(model, loc)
+        if sep and parent is not None and field in parent.model_fields:
+            # A check across fields (model validator) names the field it is about.
+            loc, what = loc + (field,), rest
+            where = ".".join(str(p) for p in loc)
     elif first["type"] == "union_tag_invalid":
         from orchestrator.schedules import SCHEDULES
         what = f"unknown schedule {first['input'].get('name')!r}; valid: {', '.join(SCHEDULES)}" \

@@ -76,7 +76,7 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
 
 def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
                  tensorboard_dir: str, hparams: Optional[dict] = None,
-                 trial_name: Optional[str] = None):
+                 trial_name: Optional[str] = None, callbacks: Optional[list] = None):
     """The TensorflowTrainer of one run (also what each Tune trial runs)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -98,7 +98,7 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
                 num_to_keep=spec.checkpoint.keep_best,
                 checkpoint_score_attribute=spec.checkpoint.monitor,
                 checkpoint_score_order=spec.checkpoint.mode),
-            worker_runtime_env=worker_runtime_env()),
+            worker_runtime_env=worker_runtime_env(), callbacks=callbacks),
     )
 
 

@@ -19,7 +19,7 @@ from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
 from orchestrator.worker.callbacks.report import BEST_WEIGHTS, WEIGHTS
 from orchestrator.worker.datasets import scale
-from orchestrator.worker.model import compile_model, build_model
+from orchestrator.worker.model import build_compiled_model
 
 
 def _score(model: tf.keras.Model, splits: MnistSplits, batch: int) -> dict:
@@ -40,7 +40,7 @@ def evaluate_and_export(spec: dict, final_dir: str, best_dir: str, splits: Mnist
     """
     spec = ExperimentSpec.model_validate(spec)
     tf.keras.utils.set_random_seed(spec.seed)
-    model = compile_model(build_model(spec), spec)
+    model = build_compiled_model(spec)
     batch = 1024
     model.load_weights(str(Path(final_dir) / WEIGHTS))
     final = _score(model, splits, batch)

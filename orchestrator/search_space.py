@@ -1,0 +1,242 @@
+"""The search: a declarative, validated space over the experiment spec.
+
+A tune config is an experiment spec plus a ``search`` section. Keys of
+``space`` are dotted spec fields; ``lr_schedule`` is a choice of schedule
+families, each with its own parameters (conditional: a trial only gets the
+parameters of the family it drew)::
+
+    search:
+      samples: 16
+      algorithm: random            # or optuna (pip install optuna)
+      workers_per_trial: 2
+      asha: {grace_period: 3, reduction_factor: 2}    # max epochs: training.epochs
+      space:
+        optimizer.learning_rate: {loguniform: [0.0003, 0.01]}
+        early_stopping.patience: {randint: [2, 6]}    # inclusive bounds
+        lr_schedule:
+          hold_then_exp_decay: {hold_epochs: {randint: [2, 8]}, rate: {uniform: [0.05, 0.3]}}
+          step: {drop: {uniform: [0.3, 0.7]}, every: {randint: [2, 5]}}
+          cosine: {}
+
+A value is a constant, or one of ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``,
+``{randint: [lo, hi]}``, ``{choice: [a, b, ...]}``. Nothing is evaluated as code.
+This module is pure data (no Ray, no TensorFlow); ``to_tune`` turns a space
+into Tune's domains, importing Tune only then.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import UserError
+from orchestrator.schedules import SCHEDULES
+from orchestrator.spec import ExperimentSpec, build_spec, format_validation_error, set_path
+
+DOMAIN_KINDS = ("uniform", "loguniform", "randint", "choice")
+SCHEDULE_KEY = "lr_schedule"
+
+
+class Domain(BaseModel):
+    """One sampled value: ``{kind: args}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["uniform", "loguniform", "randint", "choice"]
+    args: list
+
+    @model_validator(mode="after")
+    def _check_args(self):
+        if self.kind == "choice":
+            if not self.args:
+                raise ValueError("choice needs at least one value, e.g. {choice: [adam, sgd]}")
+            return self
+        if len(self.args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                          for a in self.args):
+            raise ValueError(f"{self.kind} needs [low, high] numbers, e.g. {{{self.kind}: [1, 10]}}")
+        low, high = self.args
+        if self.kind == "randint" and not all(isinstance(a, int) for a in self.args):
+            raise ValueError("randint needs integer bounds, e.g. {randint: [2, 6]}")
+        if low > high or (low == high and self.kind != "randint"):
+            raise ValueError(f"{self.kind} needs low < high, got [{low}, {high}]")
+        if self.kind == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {low}")
+        return self
+
+    def candidates(self) -> list:
+        """Every choice, or both bounds: checked against the spec before searching."""
+        return list(self.args)
+
+    def to_tune(self):
+        from ray import tune
+
+        low_high = self.args
+        if self.kind == "uniform":
+            return tune.uniform(*low_high)
+        if self.kind == "loguniform":
+            return tune.loguniform(*low_high)
+        if self.kind == "randint":
+            return tune.randint(low_high[0], low_high[1] + 1)  # Tune's upper bound is exclusive
+        return tune.choice(list(self.args))
+
+
+def parse_value(value: Any, where: str) -> Union[Domain, Any]:
+    """A constant, or a one-key mapping naming a domain kind."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DOMAIN_KINDS:
+        kind, args = next(iter(value.items()))
+        try:
+            return Domain(kind=kind, args=args if isinstance(args, list) else [args])
+        except ValidationError as err:
+            raise UserError(f"search.space.{where}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    if isinstance(value, dict):
+        raise UserError(f"search.space.{where}: a value is a constant or one of "
+                        f"{{{', '.join(k + ': ...' for k in DOMAIN_KINDS)}}}, got keys {sorted(value)}")
+    return value
+
+
+class AshaSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    grace_period: int = Field(2, ge=1, examples=[2])
+    reduction_factor: float = Field(2, gt=1, examples=[2])
+
+
+class SearchSpec(BaseModel):
+    """How to search: the space, the algorithm, trials and their resources."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    samples: int = Field(8, ge=1, examples=[16])
+    algorithm: Literal["random", "optuna"] = Field("random", examples=["random"])
+    metric: str = Field("val_loss", examples=["val_loss"])
+    mode: Literal["min", "max"] = Field("min", examples=["min"])
+    workers_per_trial: Optional[int] = Field(None, ge=1, examples=[2])
+    max_concurrent: Optional[int] = Field(None, ge=1, examples=[2])
+    max_failures_per_trial: int = Field(0, ge=0, examples=[1])
+    asha: AshaSpec = AshaSpec()
+    space: dict[str, Any] = Field(..., examples=[{"optimizer.learning_rate": {"loguniform": [1e-4, 1e-2]}}])
+
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, space: dict) -> dict:
+        if not space:
+            raise ValueError("the search space is empty; give at least one key, "
+                             "e.g. `optimizer.learning_rate: {loguniform: [0.0003, 0.01]}`")
+        return space
+
+
+class Search:
+    """A validated search: base spec, parsed space, and how trials build their spec."""
+
+    def __init__(self, base: ExperimentSpec, search: SearchSpec, base_config: dict):
+        self.base = base
+        self.search = search
+        self._base_config = base_config
+        self.fields: dict[str, Any] = {}                       # dotted spec path -> Domain | constant
+        self.schedules: dict[str, dict[str, Any]] = {}         # family -> {param: Domain | constant}
+        for key, value in search.space.items():
+            if key == SCHEDULE_KEY:
+                self._parse_schedules(value)
+            else:
+                self.fields[key] = parse_value(value, key)
+        self._check_against_spec()
+
+    def _parse_schedules(self, value: Any) -> None:
+        if not isinstance(value, dict) or not value:
+            raise UserError(f"search.space.{SCHEDULE_KEY}: a mapping of schedule families to their "
+                            f"parameters, e.g. `{SCHEDULE_KEY}: {{step: {{every: {{randint: [2, 5]}}}}, cosine: {{}}}}`")
+        for family, params in value.items():
+            if family not in SCHEDULES:
+                raise UserError(f"search.space.{SCHEDULE_KEY}.{family}: unknown schedule; valid: {', '.join(SCHEDULES)}")
+            params = params or {}
+            if not isinstance(params, dict):
+                raise UserError(f"search.space.{SCHEDULE_KEY}.{family}: parameters must be a mapping")
+            allowed = [f for f in SCHEDULES[family].model_fields if f != "name"]
+            for name in params:
+                if name not in allowed:
+                    raise UserError(f"search.space.{SCHEDULE_KEY}.{family}.{name}: unknown parameter; "
+                                    f"valid: {', '.join(allowed) or 'none'}")
+            self.schedules[family] = {name: parse_value(v, f"{SCHEDULE_KEY}.{family}.{name}")
+                                      for name, v in params.items()}
+
+    def _check_against_spec(self) -> None:
+        """Build a spec from the edges of every domain, so a bad bound fails now, not in trial 7."""
+        for key, value in self.fields.items():
+            for candidate in (value.candidates() if isinstance(value, Domain) else [value]):
+                self._build({key: candidate}, None, {}, where=f"search.space.{key}")
+        for family, params in self.schedules.items():
+            choices = {n: (v.candidates() if isinstance(v, Domain) else [v]) for n, v in params.items()}
+            for name, values in choices.items():
+                for candidate in values:
+                    self._build({}, family, {name: candidate}, where=f"search.space.{SCHEDULE_KEY}.{family}")
+            if not choices:
+                self._build({}, family, {}, where=f"search.space.{SCHEDULE_KEY}.{family}")
+
+    def _build(self, fields: dict, family: Optional[str], params: dict, where: str) -> ExperimentSpec:
+        config = copy.deepcopy(self._base_config)
+        for key, value in fields.items():
+            config = set_path(config, key, value)
+        if family is not None:
+            config[SCHEDULE_KEY] = {"name": family, **params}
+        try:
+            return ExperimentSpec.model_validate(config)
+        except ValidationError as err:
+            raise UserError(format_validation_error(err, ExperimentSpec, prefix=f"{where} -> ")) from None
+
+    # -------------------------------------------------------------- per trial
+
+    def param_space(self) -> dict:
+        """Tune's param_space: flat field domains, the family choice, every family's parameters."""
+        space: dict[str, Any] = {k: v.to_tune() if isinstance(v, Domain) else v for k, v in self.fields.items()}
+        if self.schedules:
+            from ray import tune
+
+            space[SCHEDULE_KEY] = tune.choice(list(self.schedules))
+            space["schedule_params"] = {
+                family: {n: v.to_tune() if isinstance(v, Domain) else v for n, v in params.items()}
+                for family, params in self.schedules.items() if params}
+        return space
+
+    def trial_spec(self, trial_config: dict, **updates: Any) -> ExperimentSpec:
+        """The spec of one trial: the base spec with the trial's sampled values."""
+        fields = {k: _plain(trial_config[k]) for k in self.fields if k in trial_config}
+        family = trial_config.get(SCHEDULE_KEY)
+        params = {k: _plain(v) for k, v in (trial_config.get("schedule_params") or {}).get(family, {}).items()} \
+            if family else {}
+        spec = self._build(fields, family, params, where="trial")
+        return spec.model_copy(update=updates) if updates else spec
+
+    def hparams(self, trial_config: dict) -> dict:
+        """The trial's hyperparameters, flat, only those that apply (for HParams and summaries)."""
+        out = {k: _plain(trial_config[k]) for k in self.fields if k in trial_config}
+        family = trial_config.get(SCHEDULE_KEY)
+        if family:
+            out[SCHEDULE_KEY] = family
+            for name, value in (trial_config.get("schedule_params") or {}).get(family, {}).items():
+                out[f"{family}.{name}"] = _plain(value)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from search algorithms) to Python numbers."""
+    return value.item() if hasattr(value, "item") and callable(value.item) else value
+
+
+def load_search(config: dict) -> Search:
+    """Validate a whole tune config (spec + ``search``); UserError on the first problem."""
+    config = copy.deepcopy(config)
+    raw = config.pop("search", None)
+    if raw is None:
+        raise UserError("the config has no `search:` section; e.g. "
+                        "`search: {samples: 8, space: {optimizer.learning_rate: {loguniform: [0.0003, 0.01]}}}`")
+    if not isinstance(raw, dict):
+        raise UserError("search: must be a mapping, e.g. `search: {samples: 8, space: {...}}`")
+    base = build_spec(config)
+    try:
+        search = SearchSpec.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, SearchSpec, prefix="search.")) from None
+    if search.workers_per_trial is not None:
+        config = set_path(config, "scaling.workers", search.workers_per_trial)
+        base = build_spec(config)
+    return Search(base, search, config)
