@@ -21,7 +21,7 @@ HOME_CACHE_MNIST = Path(os.path.expanduser("~")) / ".keras" / "datasets" / "mnis
 _CANDIDATES = [SHARED_MNIST, KERAS_CACHE_MNIST, HOME_CACHE_MNIST]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_path() -> Path:
     """The real mnist.npz: the shared copy, else the Keras cache; fails (not skips) if neither."""
     for candidate in _CANDIDATES:
@@ -31,3 +31,17 @@ def mnist_path() -> Path:
         "real MNIST not found; looked at " + ", ".join(str(c) for c in _CANDIDATES)
         + ". Put Keras's mnist.npz at one of these paths (the tests never download it)."
     )
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray (with its dashboard on 127.0.0.1) for one test module, shut down by its handle."""
+    import ray
+
+    from orchestrator.engine.runtime import connect
+
+    assert not ray.is_initialized(), "another test module left Ray running"
+    started = connect()
+    yield ray
+    if started:
+        ray.shutdown()

@@ -18,7 +18,9 @@ from typing import Optional
 
 from orchestrator.errors import UserError
 from orchestrator.engine.runtime import WorkerShape, check_fits, worker_runtime_env
-from orchestrator.results import write_json_atomic
+from orchestrator.checkpoint_files import STATE
+from orchestrator.engine.roster import ROSTER_FILE
+from orchestrator.results import read_json, write_json_atomic
 from orchestrator.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"
@@ -81,6 +83,8 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
+    from orchestrator.engine.roster import WorkerRoster
+
     scaling = spec.scaling
     return TensorflowTrainer(
         train_loop,
@@ -98,7 +102,8 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
                 num_to_keep=spec.checkpoint.keep_best,
                 checkpoint_score_attribute=spec.checkpoint.monitor,
                 checkpoint_score_order=spec.checkpoint.mode),
-            worker_runtime_env=worker_runtime_env(), callbacks=callbacks),
+            worker_runtime_env=worker_runtime_env(),
+            callbacks=[WorkerRoster(str(Path(storage_path) / name / ROSTER_FILE)), *(callbacks or [])]),
     )
 
 
@@ -160,8 +165,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     if final_checkpoint is None or best_checkpoint is None:
         raise RuntimeError(f"run {name!r} reported no checkpoint; see the worker logs above")
     with final_checkpoint.as_directory() as directory:
-        from orchestrator.results import read_json
-        state = read_json(Path(directory) / "state.json")
+        state = read_json(Path(directory) / STATE)
     history = state["history"]
     evaluation = evaluate_checkpoints(spec, final_checkpoint, best_checkpoint, data_ref,
                                       str(run_dir / EXPORT_FILE))
@@ -171,7 +175,8 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
         "status": "finished",
         "spec": spec.model_dump(),
         "data": data_info,
-        "workers": spec.scaling.workers,
+        "workers": read_json(run_dir / ROSTER_FILE)["workers"] if (run_dir / ROSTER_FILE).exists() else None,
+        "replicas": (result.metrics or {}).get("replicas"),
         "history": history,
         "epochs_run": len(history),
         "stop_reason": state.get("stop_reason"),

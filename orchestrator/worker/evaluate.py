@@ -17,7 +17,7 @@ import tensorflow as tf
 from orchestrator.mnist import MnistSplits
 from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
-from orchestrator.worker.callbacks.report import BEST_WEIGHTS, WEIGHTS
+from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
 from orchestrator.worker.datasets import scale
 from orchestrator.worker.model import build_compiled_model
 

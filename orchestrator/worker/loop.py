@@ -30,8 +30,8 @@ import tensorflow as tf
 from orchestrator.spec import ExperimentSpec
 from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
 from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
-from orchestrator.worker.callbacks.report import (BEST_WEIGHTS, ReportToRayTrain, read_state,
-                                                  restore_train_state)
+from orchestrator.checkpoint_files import BEST_WEIGHTS
+from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, restore_train_state
 from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
 from orchestrator.worker.datasets import batched_dataset
 from orchestrator.worker.model import build_compiled_model
@@ -116,7 +116,10 @@ def train_loop_per_worker(config: dict) -> None:
     callbacks.append(ReportToRayTrain(
         is_chief=is_chief, max_epochs=spec.training.epochs, best_weights_path=best_weights_path,
         extra_state=extra_state, history=history, examples_per_epoch=len(splits.y_train),
-        monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode))
+        monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
+        identity={"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
+                  "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
+                  "pid": os.getpid()}))
 
     model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
               initial_epoch=start_epoch, callbacks=callbacks,

@@ -14,11 +14,7 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 
 import tensorflow as tf
 
-# Names inside a reported checkpoint directory.
-WEIGHTS = "weights.h5"            # this epoch's weights, for model.load_weights
-BEST_WEIGHTS = "best.weights.h5"  # best weights so far (ModelCheckpoint's file)
-TRAIN_STATE = "train_state"       # TF checkpoint of model + optimizer, for resuming
-STATE = "state.json"              # epoch, history, early-stopping and best-so-far state
+from orchestrator.checkpoint_files import BEST_WEIGHTS, STATE, TRAIN_STATE, WEIGHTS
 
 
 def to_python(logs: dict) -> dict:
@@ -43,15 +39,17 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
         history: epochs already run before a resume, continued here.
         examples_per_epoch: training examples per epoch, for samples/s.
         monitor, mode: what "best" means (as for ModelCheckpoint).
+        identity: who this worker is (rank, node, pid), added to every report.
         report: the report function (``ray.train.report``); injectable for tests.
     """
 
     def __init__(self, *, is_chief: bool, max_epochs: int, best_weights_path: str,
                  extra_state: Callable[[], dict], history: Optional[list[dict]] = None,
                  examples_per_epoch: int = 0, monitor: str = "val_loss", mode: str = "min",
-                 report: Optional[Callable] = None):
+                 identity: Optional[dict] = None, report: Optional[Callable] = None):
         super().__init__()
         self.is_chief = is_chief
+        self.identity = dict(identity or {})
         self.max_epochs = max_epochs
         self.best_weights_path = best_weights_path
         self.extra_state = extra_state
@@ -92,6 +90,7 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
             best_epoch=best["epoch"] if best else None,
             **{f"best_{self.monitor}": best[self.monitor] if best else None},
             stop_reason=stop_reason,
+            **self.identity,
         )
         state = {"epoch": epoch + 1, "history": self.history, "stop_reason": stop_reason,
                  **self.extra_state()}

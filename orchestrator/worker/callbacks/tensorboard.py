@@ -9,6 +9,21 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 import tensorflow as tf
 
 
+class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
+    """Keras's TensorBoard, writing the op graph of ``train_function`` after the first epoch.
+
+    Keras writes that graph from a batch hook, which it only enables while
+    profiling; switching batch hooks on would put Python work on every step.
+    The conceptual (Keras model) graph is written at train begin as usual.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._should_write_train_graph:
+            self._write_keras_model_train_graph()
+            self._should_write_train_graph = False
+        super().on_epoch_end(epoch, logs)
+
+
 def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
                       hparams: Optional[dict] = None, trial_id: Optional[str] = None) -> list:
     """The TensorBoard callbacks for the chief: scalars, histograms, graph, HParams.
@@ -24,7 +39,7 @@ def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
         hparams: a trial's hyperparameters, recorded for the HParams dashboard.
         trial_id: the trial's name in the HParams dashboard.
     """
-    callbacks = [tf.keras.callbacks.TensorBoard(
+    callbacks = [EpochTensorBoard(
         log_dir=log_dir, histogram_freq=histogram_freq, write_graph=write_graph,
         update_freq="epoch", profile_batch=0)]
     if hparams:
