@@ -19,7 +19,9 @@ parameters of the family it drew)::
           cosine: {}
 
 A value is a constant, or one of ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``,
-``{randint: [lo, hi]}``, ``{choice: [a, b, ...]}``. Nothing is evaluated as code.
+``{randint: [lo, hi]}``, ``{choice: [a, b, ...]}``, or ``{grid: [a, b, ...]}`` (every
+value, once per sample: ``samples`` x grid size trials; random search only).
+Nothing is evaluated as code.
 This module is pure data (no Ray, no TensorFlow); ``to_tune`` turns a space
 into Tune's domains, importing Tune only then.
 """
@@ -35,7 +37,7 @@ from orchestrator.errors import UserError
 from orchestrator.schedules import SCHEDULES
 from orchestrator.spec import ExperimentSpec, build_spec, format_validation_error, set_path
 
-DOMAIN_KINDS = ("uniform", "loguniform", "randint", "choice")
+DOMAIN_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
 SCHEDULE_KEY = "lr_schedule"
 
 
@@ -43,14 +45,14 @@ class Domain(BaseModel):
     """One sampled value: ``{kind: args}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["uniform", "loguniform", "randint", "choice"]
+    kind: Literal["uniform", "loguniform", "randint", "choice", "grid"]
     args: list
 
     @model_validator(mode="after")
     def _check_args(self):
-        if self.kind == "choice":
+        if self.kind in ("choice", "grid"):
             if not self.args:
-                raise ValueError("choice needs at least one value, e.g. {choice: [adam, sgd]}")
+                raise ValueError(f"{self.kind} needs at least one value, e.g. {{{self.kind}: [adam, sgd]}}")
             return self
         if len(self.args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                           for a in self.args):
@@ -78,6 +80,8 @@ class Domain(BaseModel):
             return tune.loguniform(*low_high)
         if self.kind == "randint":
             return tune.randint(low_high[0], low_high[1] + 1)  # Tune's upper bound is exclusive
+        if self.kind == "grid":
+            return tune.grid_search(list(self.args))  # every value, in order, per sample
         return tune.choice(list(self.args))
 
 

@@ -4,7 +4,7 @@ A spec is read from YAML, then command-line flags override single fields::
 
     $ cat jobs/configs/train_mnist.yaml
     optimizer: {name: adam, learning_rate: 0.001}
-    training: {epochs: 20, batch_size_per_worker: 128}
+    training: {epochs: 20, batch_size_per_worker: 64}
     lr_schedule: {name: hold_then_exp_decay, hold_epochs: 5, rate: 0.1}
     early_stopping: {monitor: val_loss, patience: 3}
     scaling: {workers: 2}
@@ -55,7 +55,7 @@ class OptimizerSpec(_Section):
 
 class TrainingSpec(_Section):
     epochs: int = Field(20, ge=1, examples=[20])
-    batch_size_per_worker: int = Field(128, ge=1, examples=[128])
+    batch_size_per_worker: int = Field(64, ge=1, examples=[64])
     # Steps fused into one tf.function call: fewer Python round trips per epoch.
     steps_per_execution: int = Field(1, ge=1, examples=[1])
     verbose: int = Field(2, ge=0, le=2, examples=[2])

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints,
                                        make_trainer, prepare_run_dir, put_data)
@@ -227,6 +228,7 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
                      f"one trial of search {name!r}")
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
     data_ref, _ = put_data(search.base)
+    write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
     trainable = _trainable(search, data_ref, run_dir)
     started = time.time()
     if resume and tune.Tuner.can_restore(str(run_dir)):

@@ -105,7 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
     if is_chief:
         callbacks += chief_tensorboard(
             config["tensorboard_dir"], spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
-            hparams=config.get("hparams"), trial_id=config.get("trial_name"))
+            hparams=config.get("hparams"), trial_id=config.get("trial_name"), history=history)
 
     def extra_state() -> dict:
         return {
