@@ -13,7 +13,7 @@ and exit status 2; Ctrl-C stops the workers and says how to resume.
 from __future__ import annotations
 
 import functools
-import json
+import signal
 import sys
 from typing import Any, Callable, Optional
 
@@ -24,11 +24,17 @@ from orchestrator.errors import EXIT_USAGE, UserError
 EXIT_INTERRUPTED = 130
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _user_errors(fn: Callable) -> Callable:
     """Turn UserError into one line + exit 2, Ctrl-C into a resume hint + exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # `ray job stop` and schedulers send SIGTERM: stop as cleanly as on Ctrl-C.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
             return fn(*args, **kwargs)
         except UserError as err:
