@@ -102,13 +102,11 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
     from orchestrator.spec import load_spec
 
     spec = load_spec(config_path, _overrides(**flags))
-    from orchestrator.engine.runtime import connect
     from orchestrator.engine.train import default_name, run_training
 
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
-    connect(address)
-    result = run_training(spec, resume=resume, overwrite=overwrite)
+    result = run_training(spec, resume=resume, overwrite=overwrite, address=address)
     click.echo(format_train_summary(result))
 
 
@@ -137,15 +135,14 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
         if value is not None:
             config = set_path(config, dotted, value)
     search = load_search(config)
-    from orchestrator.engine.runtime import connect
     from orchestrator.engine.train import default_name
     from orchestrator.engine.tune import run_search
 
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
-    connect(address)
     summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
-                         max_concurrent=max_concurrent, resume=resume, overwrite=overwrite)
+                         max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
+                         address=address)
     click.echo(format_tune_summary(summary))
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.errors import UserError
-from orchestrator.engine.runtime import WorkerShape, check_fits, worker_runtime_env
-from orchestrator.checkpoint_files import STATE
+from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
+from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
 from orchestrator.spec import ExperimentSpec
@@ -41,6 +41,9 @@ def default_name(prefix: str) -> str:
 
 def storage_root(storage: str) -> Path:
     """The absolute storage directory, created and checked writable."""
+    if "://" in storage:
+        raise UserError(f"storage {storage!r}: URIs are not supported yet; on a cluster use a path on a "
+                        "filesystem every node mounts (NFS, EFS), e.g. --storage /mnt/shared/results")
     root = Path(storage).expanduser().resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,28 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
                         "pass --resume to continue it, or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Fail before starting anything if the checkpoint a resume would load is unusable."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return  # interrupted before the first checkpoint: a resume starts from epoch 1
+    try:
+        latest = read_json(snapshot)["latest_checkpoint_result"]["checkpoint_dir_name"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot resume {run_dir.name!r}: {snapshot} is corrupt ({exc}); "
+                        "pass --overwrite to start over") from None
+    checkpoint = run_dir / latest
+    try:
+        state = read_json(checkpoint / STATE)
+        int(state["epoch"]), list(state["history"])
+        for name in (WEIGHTS, TRAIN_STATE):
+            if not (checkpoint / name).exists():
+                raise FileNotFoundError(name)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot resume {run_dir.name!r}: its latest checkpoint {checkpoint} is corrupt "
+                        f"({type(exc).__name__}: {exc}); pass --overwrite to start over") from None
 
 
 def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
@@ -132,26 +157,35 @@ def evaluate_checkpoints(spec: ExperimentSpec, final_checkpoint, best_checkpoint
                                    data_ref, export_path))
 
 
-def put_data(spec: ExperimentSpec):
-    """Load MNIST once on the driver and put it in Ray's object store."""
-    import ray
-
+def load_data(spec: ExperimentSpec):
+    """Load and check MNIST on the driver: (splits, description). Before Ray starts, so bad data fails fast."""
     from orchestrator.mnist import load_splits
 
     splits, source = load_splits(spec.data)
-    return ray.put(splits), {"source": source, **splits.sizes()}
+    return splits, {"source": source, **splits.sizes()}
 
 
 def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool = False,
-                 check_resources: bool = True) -> dict:
-    """Train one run as ``spec`` says; returns what ``result.json`` holds. Needs a connected Ray."""
+                 address: Optional[str] = None) -> dict:
+    """Train one run as ``spec`` says; returns what ``result.json`` holds.
+
+    Input is checked before Ray starts (run name, storage, data, a resumable
+    checkpoint); then Ray is joined (``address``) or started, and the cluster
+    is checked to hold the workers.
+    """
+    import ray
+
     name = spec.name or default_name("train")
     spec = spec.model_copy(update={"name": name})
     run_dir = prepare_run_dir(spec.storage, name, resume=resume, overwrite=overwrite)
-    if check_resources:
-        check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker,
-                                                     spec.scaling.gpus_per_worker), f"run {name!r}")
-    data_ref, data_info = put_data(spec)
+    if resume:
+        check_resumable(run_dir)
+    splits, data_info = load_data(spec)
+    connect(address)
+    check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
+               f"run {name!r}")
+    data_ref = ray.put(splits)
+    del splits  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR
     started = time.time()
     trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.engine.hparams import write_experiment_summary
-from orchestrator.engine.runtime import WorkerShape, check_fits
-from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints,
-                                       make_trainer, prepare_run_dir, put_data)
+from orchestrator.engine.runtime import WorkerShape, check_fits, connect
+from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
+                                       make_trainer, prepare_run_dir)
 from orchestrator.errors import UserError
 from orchestrator.results import write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
@@ -217,17 +217,25 @@ def trial_row_id(result) -> str:
 
 def run_search(search: Search, *, name: str, storage: str, samples: Optional[int] = None,
                max_concurrent: Optional[int] = None, resume: bool = False,
-               overwrite: bool = False) -> dict:
-    """Run (or resume) a search; returns what ``summary.json`` holds. Needs a connected Ray."""
+               overwrite: bool = False, address: Optional[str] = None) -> dict:
+    """Run (or resume) a search; returns what ``summary.json`` holds.
+
+    Input is checked before Ray starts; then Ray is joined or started, and one
+    trial is checked to fit the cluster.
+    """
+    import ray
     from ray import tune
 
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
+    splits, _ = load_data(search.base)
+    connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
-    data_ref, _ = put_data(search.base)
+    data_ref = ray.put(splits)
+    del splits
     write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
     trainable = _trainable(search, data_ref, run_dir)
     started = time.time()

@@ -1,0 +1,150 @@
+"""Bad input, table-driven, through the real ``orchestrator`` command.
+
+Every case must end with exactly one line on stderr that names the field or
+path and what is valid, exit status 2, no traceback, and nothing existing
+overwritten. Almost all fail before Ray starts; the resource cases start a
+local Ray and must still fail fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GOOD_TUNE = """
+training: {epochs: 2}
+search:
+  samples: 1
+  space:
+    optimizer.learning_rate: {loguniform: [0.0003, 0.01]}
+"""
+
+
+def _npz(path: Path, **overrides) -> Path:
+    arrays = {
+        "x_train": np.zeros((100, 28, 28), np.uint8), "y_train": np.arange(100, dtype=np.uint8) % 10,
+        "x_test": np.zeros((20, 28, 28), np.uint8), "y_test": np.arange(20, dtype=np.uint8) % 10,
+    }
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _finished_run(storage: Path, name: str) -> Path:
+    run = storage / name
+    run.mkdir(parents=True)
+    (run / "result.json").write_text('{"status": "finished", "keep": "me"}')
+    return run
+
+
+def _interrupted_run_with_corrupt_checkpoint(storage: Path, name: str) -> Path:
+    run = storage / name
+    checkpoint = run / "checkpoint_2026-01-01_00-00-00.000000"
+    (checkpoint / "train_state").mkdir(parents=True)
+    (checkpoint / "weights.h5").write_bytes(b"")
+    (checkpoint / "state.json").write_text('{"epoch": 3, "hist')  # torn
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(
+        {"latest_checkpoint_result": {"checkpoint_dir_name": checkpoint.name}}))
+    return run
+
+
+# (id, argv builder, expected fragment of the one-line message)
+CASES = [
+    ("malformed-yaml", lambda t: ["train", "--config", str(_write(t / "c.yaml", "training: {epochs: 2\n"))],
+     "malformed YAML"),
+    ("unknown-key", lambda t: ["train", "--config", str(_write(t / "c.yaml", "trainin: {epochs: 2}\n"))],
+     "trainin: unknown key; valid keys:"),
+    ("wrong-type", lambda t: ["train", "--config", str(_write(t / "c.yaml", "scaling: {workers: two}\n"))],
+     "scaling.workers"),
+    ("epochs-zero", lambda t: ["train", "--epochs", "0"], "training.epochs"),
+    ("patience-zero", lambda t: ["train", "--config", str(_write(t / "c.yaml", "early_stopping: {patience: 0}\n"))],
+     "early_stopping.patience"),
+    ("workers-zero", lambda t: ["train", "--workers", "0"], "scaling.workers"),
+    ("batch-zero", lambda t: ["train", "--batch-size", "0"], "training.batch_size_per_worker"),
+    ("lr-negative", lambda t: ["train", "--config", str(_write(t / "c.yaml", "optimizer: {learning_rate: -0.1}\n"))],
+     "optimizer.learning_rate"),
+    ("unknown-schedule", lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: warmup}\n"))],
+     "unknown schedule 'warmup'; valid: constant, hold_then_exp_decay, step, cosine"),
+    ("schedule-parameter-of-another-family",
+     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: step, rate: 0.1}\n"))],
+     "lr_schedule.rate: unknown key"),
+    ("empty-search-space", lambda t: ["tune", "--config", str(_write(t / "c.yaml", "search: {space: {}}\n"))],
+     "search.space"),
+    ("unknown-schedule-in-space",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", "search: {space: {lr_schedule: {linear: {}}}}\n"))],
+     "search.space.lr_schedule.linear: unknown schedule"),
+    ("data-missing", lambda t: ["train", "--data", str(t / "nowhere.npz")], "nowhere.npz"),
+    ("data-wrong-keys", lambda t: ["train", "--data", str(_npz(t / "d.npz", y_test=None))], "lacks keys ['y_test']"),
+    ("data-wrong-shape", lambda t: ["train", "--data", str(_npz(t / "d.npz", x_train=np.zeros((100, 32, 32), np.uint8)))],
+     "x_train has shape (100, 32, 32)"),
+    ("data-wrong-dtype", lambda t: ["train", "--data", str(_npz(t / "d.npz", x_test=np.zeros((20, 28, 28), np.float32)))],
+     "x_test has dtype float32"),
+    ("data-labels-out-of-range",
+     lambda t: ["train", "--data", str(_npz(t / "d.npz", y_train=np.full(100, 11, np.uint8)))], "outside 0..9"),
+    ("data-truncated", lambda t: ["train", "--data", str(_write(t / "d.npz", "PK\x03\x04 not really"))],
+     "not a readable .npz"),
+    ("storage-not-writable", lambda t: ["train", "--storage", str(_write(t / "a-file", "") / "results")],
+     "is not writable"),
+    ("storage-uri", lambda t: ["train", "--storage", "s3://bucket/results"], "URIs are not supported"),
+    ("resume-missing", lambda t: ["train", "--storage", str(t), "--name", "ghost", "--resume"],
+     "nothing to resume: no run named 'ghost'"),
+    ("tune-resume-missing", lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--storage", str(t),
+                                       "--name", "ghost", "--resume"], "nothing to resume: no search named 'ghost'"),
+    ("finished-run-name", lambda t: ["train", "--storage", str(t), "--name", _finished_run(t, "done").name],
+     "already finished"),
+    ("corrupt-checkpoint-on-resume",
+     lambda t: ["train", "--storage", str(t), "--name", _interrupted_run_with_corrupt_checkpoint(t, "torn").name,
+                "--resume"], "latest checkpoint"),
+    ("name-with-slash", lambda t: ["train", "--name", "a/b"], "name: must be letters"),
+    ("tune-without-config", lambda t: ["tune"], "tune needs --config"),
+]
+
+
+def run_cli(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize("case, argv, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(case, argv, expected, tmp_path):
+    args = argv(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p: b for p, b in after.items() if p in before} == before, "an existing file was changed"
+
+
+def test_at_least_fifteen_bad_input_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--workers", "8"], r"needs 8 worker(s) of {CPU: 1, GPU: 0} but the cluster can place only"),
+    (["--workers", "1", "--gpus-per-worker", "1"], r"needs 1 worker(s) of {CPU: 1, GPU: 1} but the cluster can place only 0"),
+])
+def test_more_than_the_cluster_has_fails_fast(flags, expected, tmp_path, mnist_path):
+    started = time.time()
+    out = run_cli(["train", "--data", str(mnist_path), "--storage", str(tmp_path), "--name", "big", *flags],
+                  cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    error_lines = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+    assert len(error_lines) == 1 and expected in error_lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert time.time() - started < 60  # no pending forever, no 60-second Train retries
+    assert not (tmp_path / "big" / "result.json").exists()
