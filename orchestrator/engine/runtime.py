@@ -32,6 +32,10 @@ def prepare_process_env() -> None:
     os.environ.update(WORKER_ENV_VARS)
     # Train V2 is the default in Ray 2.60; pin it so an inherited setting cannot flip APIs.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # A worker group that cannot be placed (e.g. after a node died) fails after this
+    # long instead of Train's 60 s; each failure counts against max_failures. Processes
+    # of a local Ray started here inherit it; set it on the nodes of a real cluster.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
 
 
 def connect(address: Optional[str] = None) -> bool:

@@ -122,7 +122,11 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
             placement_strategy=scaling.placement),
         run_config=RunConfig(
             name=name, storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            # Bounded on every path: worker errors, node preemptions, and worker groups
+            # that cannot start (Train's default retries those forever).
+            failure_config=FailureConfig(max_failures=scaling.max_failures,
+                                         controller_failure_limit=scaling.max_failures,
+                                         max_preemption_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.keep_best,
                 checkpoint_score_attribute=spec.checkpoint.monitor,
@@ -130,6 +134,24 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
             worker_runtime_env=worker_runtime_env(),
             callbacks=[WorkerRoster(str(Path(storage_path) / name / ROSTER_FILE)), *(callbacks or [])]),
     )
+
+
+def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
+    """``trainer.fit()``; when it fails because the cluster shrank, say so in one line.
+
+    A node that dies takes its workers with it; Ray Train restarts the group on
+    what is left if it fits (``max_failures`` times). If it no longer fits, the
+    error that reaches us is a startup timeout: name the lost resources instead.
+    """
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError:
+        scaling = spec.scaling
+        check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
+                   f"{what} (restarting after a failure)")
+        raise
 
 
 def best_of(best_checkpoints: list, monitor: str, mode: str):
@@ -190,7 +212,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     started = time.time()
     trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))
-    result = trainer.fit()
+    result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
 
     final_checkpoint = result.checkpoint
