@@ -144,6 +144,13 @@ class Search:
             else:
                 self.fields[key] = parse_value(value, key)
         self._check_against_spec()
+        if search.algorithm == "optuna" and any(isinstance(v, Domain) and v.kind == "grid"
+                                                for v in self._all_values()):
+            raise UserError("search.space: grid domains need `algorithm: random` (Optuna samples, it does "
+                            "not enumerate); use {choice: [...]} instead")
+
+    def _all_values(self) -> list:
+        return [*self.fields.values(), *(v for p in self.schedules.values() for v in p.values())]
 
     def _parse_schedules(self, value: Any) -> None:
         if not isinstance(value, dict) or not value:

@@ -1,0 +1,115 @@
+"""The search space: parsing, validation before anything runs, and what each trial gets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.errors import UserError
+from orchestrator.search_space import load_search
+
+SPACE = {
+    "optimizer.learning_rate": {"loguniform": [0.0003, 0.01]},
+    "early_stopping.patience": {"randint": [2, 5]},
+    "optimizer.name": {"choice": ["adam", "sgd"]},
+    "lr_schedule": {
+        "hold_then_exp_decay": {"hold_epochs": {"randint": [2, 6]}, "rate": {"uniform": [0.05, 0.3]}},
+        "step": {"drop": 0.5, "every": {"randint": [2, 4]}},
+        "cosine": {},
+    },
+}
+
+
+def search_of(space=None, **search):
+    return load_search({"training": {"epochs": 10}, "search": {"space": space or SPACE, **search}})
+
+
+def test_trial_spec_applies_only_the_drawn_family_and_fields():
+    s = search_of()
+    config = {"optimizer.learning_rate": 0.002, "early_stopping.patience": 4, "optimizer.name": "sgd",
+              "lr_schedule": "step",
+              "schedule_params": {"hold_then_exp_decay": {"hold_epochs": 3, "rate": 0.2},
+                                  "step": {"drop": 0.5, "every": 3}}}
+    spec = s.trial_spec(config)
+    assert spec.optimizer.learning_rate == 0.002 and spec.optimizer.name == "sgd"
+    assert spec.early_stopping.patience == 4
+    assert spec.lr_schedule.name == "step" and spec.lr_schedule.every == 3
+    assert spec.training.epochs == 10  # the base spec is kept
+    assert s.hparams(config) == {"optimizer.learning_rate": 0.002, "early_stopping.patience": 4,
+                                 "optimizer.name": "sgd", "lr_schedule": "step", "step.drop": 0.5, "step.every": 3}
+
+
+def test_cosine_in_a_trial_decays_over_the_runs_epochs():
+    spec = search_of().trial_spec({"lr_schedule": "cosine", "schedule_params": {}})
+    assert spec.lr_schedule.decay_epochs == 10
+
+
+def test_param_space_is_tune_domains_with_inclusive_randint():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = search_of().param_space()
+    assert isinstance(space["optimizer.learning_rate"], Float)
+    patience = space["early_stopping.patience"]
+    assert isinstance(patience, Integer) and (patience.lower, patience.upper) == (2, 6)  # 5 inclusive
+    assert isinstance(space["lr_schedule"], Categorical)
+    assert set(space["lr_schedule"].categories) == {"hold_then_exp_decay", "step", "cosine"}
+    assert space["schedule_params"]["step"]["drop"] == 0.5
+
+
+def test_samples_from_the_space_build_valid_specs():
+    from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: F401
+    from ray.tune.search.variant_generator import generate_variants
+
+    s = search_of()
+    seen = set()
+    for _ in range(30):
+        for _, config in generate_variants(s.param_space()):
+            spec = s.trial_spec(config)
+            assert 0.0003 <= spec.optimizer.learning_rate <= 0.01
+            assert 2 <= spec.early_stopping.patience <= 5
+            seen.add(spec.lr_schedule.name)
+    assert seen == {"hold_then_exp_decay", "step", "cosine"}
+
+
+def test_optuna_accepts_the_space():
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = search_of(algorithm="optuna")
+    converted = OptunaSearch.convert_search_space(s.param_space())
+    assert "optimizer.learning_rate" in converted and "lr_schedule" in converted
+
+
+@pytest.mark.parametrize("space, search, expected", [
+    ({}, {}, "search.space: the search space is empty"),
+    ({"optimizer.learning_rate": {"loguniform": [0, 0.1]}}, {}, "loguniform needs low > 0"),
+    ({"optimizer.learning_rate": {"uniform": [0.1, 0.01]}}, {}, "uniform needs low < high"),
+    ({"optimizer.learning_rate": {"uniform": [-0.1, 0.01]}}, {}, "optimizer.learning_rate"),
+    ({"early_stopping.patience": {"randint": [0, 3]}}, {}, "early_stopping.patience"),
+    ({"early_stopping.patience": {"randint": [1.5, 3]}}, {}, "randint needs integer bounds"),
+    ({"optimizer.name": {"choice": []}}, {}, "choice needs at least one value"),
+    ({"optimizer.name": {"choice": ["adam", "rmsprop"]}}, {}, "optimizer.name"),
+    ({"training.epoch": 3}, {}, "training.epoch: unknown key"),
+    ({"optimizer.learning_rate": {"normal": [0, 1]}}, {}, "got keys ['normal']"),
+    ({"lr_schedule": {"linear": {}}}, {}, "search.space.lr_schedule.linear: unknown schedule"),
+    ({"lr_schedule": {"step": {"rate": 0.1}}}, {}, "search.space.lr_schedule.step.rate: unknown parameter"),
+    ({"lr_schedule": {"step": {"drop": {"uniform": [0.5, 2.0]}}}}, {}, "lr_schedule.step"),
+    ({"optimizer.learning_rate": {"grid": [0.001, 0.01]}}, {"algorithm": "optuna"}, "grid domains need"),
+    (SPACE, {"samples": 0}, "search.samples"),
+    (SPACE, {"algorithm": "bayes"}, "search.algorithm"),
+    (SPACE, {"asha": {"reduction_factor": 1}}, "search.asha.reduction_factor"),
+])
+def test_bad_spaces_fail_before_anything_runs(space, search, expected):
+    with pytest.raises(UserError) as err:
+        search_of(space, **search) if space else load_search({"search": {"space": {}, **search}})
+    message = str(err.value)
+    assert expected in message and "\n" not in message, message
+
+
+def test_a_config_without_search_section_is_refused():
+    with pytest.raises(UserError, match="no `search:` section"):
+        load_search({"training": {"epochs": 3}})
+
+
+def test_workers_per_trial_sets_the_trials_scaling():
+    assert search_of(workers_per_trial=3).base.scaling.workers == 3
