@@ -112,6 +112,14 @@ def test_ray_keeps_only_the_best_and_latest_checkpoints(normal_run):
     assert 1 <= len(kept) <= 2  # keep_best=1, plus the latest if it is not the best
     assert Path(result["final_checkpoint"]).name in kept
     assert Path(result["best"]["checkpoint"]).name in kept
+    # One writer: only the chief's checkpoints, nothing of the other worker's.
+    expected = {"best_model.keras", "checkpoint_manager_snapshot.json", "result.json", "tensorboard",
+                "workers.json", *kept}
+    assert {p.name for p in run_dir.iterdir()} == expected
+    for name in kept:
+        assert {p.name for p in (run_dir / name).iterdir()} == {"weights.h5", "best.weights.h5", "train_state",
+                                                                "state.json"}
+    assert not list(run_dir.rglob("*workertemp*"))
 
 
 def test_before_after_evaluation_and_export_load_with_plain_keras(normal_run, mnist_path):
@@ -174,3 +182,26 @@ def test_early_stopping_fires_at_the_expected_epoch(plateau_run):
     # epoch 1 improves on inf, epochs 2 and 3 miss min_delta: patience 2 is used up.
     assert result["epochs_run"] == 3 and result["stopped_epoch"] == 3
     assert len(result["history"]) == 3
+
+
+def test_seeded_runs_are_reproducible(local_ray, tmp_path, mnist_path):
+    from orchestrator.engine.train import run_training
+
+    histories = []
+    for name in ("seeded-a", "seeded-b"):
+        spec = build_spec({
+            "name": name, "storage": str(tmp_path), "seed": 11,
+            "training": {"epochs": 2, "batch_size_per_worker": 64, "verbose": 0},
+            "tensorboard": {"histogram_freq": 0},
+            "scaling": {"workers": 2},
+            "data": {"path": str(mnist_path), "train_examples": 2000, "validation_examples": 500,
+                     "test_examples": 500},
+        })
+        histories.append([(h["loss"], h["val_loss"], h["val_accuracy"]) for h in run_training(spec)["history"]])
+    assert histories[0] == histories[1]
+
+
+def test_local_ray_dashboard_listens_on_loopback_only(local_ray):
+    from ray._private.worker import get_dashboard_url
+
+    assert get_dashboard_url().split(":")[0] == "127.0.0.1"
