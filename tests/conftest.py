@@ -7,10 +7,15 @@ KERAS_HOME, so isolation fixtures cannot hide it.
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from orchestrator.errors import UserError
 
 # The repo sits at /work/main; the shared copy is at /work/shared/data/mnist.npz.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
@@ -45,3 +50,34 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+def error_of(fn, *args, **kwargs) -> str:
+    """The message of the UserError that ``fn(*args, **kwargs)`` raises; it must be one line."""
+    with pytest.raises(UserError) as info:
+        fn(*args, **kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg, f"UserError spans lines: {msg!r}"
+    return msg
+
+
+def validation_loss_of(weights: Path, mnist_path: Path, validation_examples: int = 1000) -> float:
+    """val_loss of saved weights on the last ``validation_examples`` of MNIST's training split.
+
+    Reloaded in a fresh process with plain tf-keras and ``model.load_weights``,
+    as the tutorial does, so nothing of the run's processes is reused.
+    """
+    code = f"""
+import os; os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+from orchestrator.spec import build_spec
+from orchestrator.worker.model import build_compiled_model
+d = np.load({str(mnist_path)!r})
+x = d["x_train"][-{validation_examples}:].astype("float32") / 255.0
+y = d["y_train"][-{validation_examples}:]
+model = build_compiled_model(build_spec({{}}))
+model.load_weights({str(weights)!r})
+print(model.evaluate(x, y, batch_size=1000, verbose=0)[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])

@@ -6,6 +6,7 @@ import urllib.error
 
 import numpy as np
 import pytest
+from conftest import error_of
 
 from orchestrator import mnist
 from orchestrator.errors import UserError
@@ -34,12 +35,6 @@ def write_npz(path, arrays):
     return path
 
 
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(UserError) as info:
-        fn(*args, **kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg, f"UserError spans lines: {msg!r}"
-    return msg
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import error_of
 import yaml
 
 from orchestrator.errors import UserError
@@ -16,12 +17,6 @@ def write_yaml(tmp_path, data, name="config.yaml"):
     return path
 
 
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(UserError) as info:
-        fn(*args, **kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg, f"UserError spans lines: {msg!r}"
-    return msg
 
 
 # ----------------------------------------------------------------- defaults
