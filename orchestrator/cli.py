@@ -13,6 +13,7 @@ and exit status 2; Ctrl-C stops the workers and says how to resume.
 from __future__ import annotations
 
 import functools
+import shlex
 import signal
 import sys
 from typing import Any, Callable, Optional
@@ -43,10 +44,13 @@ def _user_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             ctx = click.get_current_context()
             name = ctx.meta.get("run_name")
-            again = " ".join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
-            hint = (f"; resume with: orchestrator {again} --name {name} --resume"
+            # `orchestrator tune ...`, or `python -m jobs.tune_mnist ...` inside `ray job submit`.
+            prog = ctx.find_root().info_name or "orchestrator"
+            # Quoted: a path with a space must survive a copy-paste into the shell.
+            again = shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
+            hint = (f"; resume with: {prog} {again} --name {name} --resume"
                     if name and "--name" not in sys.argv else
-                    f"; resume with: orchestrator {again} --resume" if name else "")
+                    f"; resume with: {prog} {again} --resume" if name else "")
             click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{hint}",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -12,9 +12,14 @@ import json
 import math
 import os
 import random
+import re
+import select
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,7 +32,7 @@ from orchestrator.schedules import HoldThenExpDecay
 # Each epoch of 6000 examples at batch 64 x 2 workers takes about a second here.
 TRAIN_CONFIG = {
     "seed": 7,
-    "training": {"epochs": 8, "batch_size_per_worker": 64, "verbose": 0},
+    "training": {"epochs": 7, "batch_size_per_worker": 64, "verbose": 0},
     "lr_schedule": {"name": "hold_then_exp_decay", "hold_epochs": 2, "rate": 0.5},
     "early_stopping": {"enabled": False},
     "checkpoint": {"keep_best": 1},
@@ -39,11 +44,12 @@ SCHEDULE = HoldThenExpDecay(hold_epochs=2, rate=0.5)
 
 SEARCH_CONFIG = {
     "seed": 3,
-    "training": {"epochs": 3, "batch_size_per_worker": 64, "verbose": 0},
+    # Epochs of over a second even on an idle machine: a kill can land while a trial runs.
+    "training": {"epochs": 4, "batch_size_per_worker": 32, "verbose": 0},
     "early_stopping": {"enabled": False},
     "checkpoint": {"keep_best": 1},
     "tensorboard": {"histogram_freq": 0},
-    "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
+    "data": {"train_examples": 12000, "validation_examples": 1000, "test_examples": 1000},
     "search": {
         "samples": 1,
         "workers_per_trial": 1,
@@ -71,6 +77,11 @@ class Cli:
         self.stderr_path = log_dir / f"{tag}.stderr"
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env["PYTHONUNBUFFERED"] = "1"
+        # Its own Ray temp dir: other Rays on this machine (other test runs) are not found
+        # through /tmp/ray/ray_current_cluster and joined instead of starting a local one.
+        # Short, for Ray's unix socket paths.
+        self.ray_tmp = tempfile.mkdtemp(prefix="rel-ray-", dir="/tmp")
+        env["RAY_TMPDIR"] = self.ray_tmp
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args],
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -99,16 +110,14 @@ class Cli:
         return session_members(self.pgid)
 
     def kill_group(self) -> None:
-        """SIGKILL everything in this command's session (its process group and any that left it)."""
-        for pid in [self.pgid, *self.members()]:
+        """SIGKILL what is left of this command: itself, and every process of its session."""
+        if self.proc.poll() is None:  # not reaped yet, so the pid is still ours
+            self.proc.kill()
+        for pid in self.members():
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -167,6 +176,7 @@ def cli(tmp_path):
     for command in started:
         command.kill_group()
         command.wait_group_gone(30)
+        shutil.rmtree(command.ray_tmp, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str,
@@ -190,16 +200,6 @@ def read_json_or_none(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def checkpointed_epoch(run_dir: Path) -> int:
-    """The latest epoch saved in one of the run's checkpoints (0: none yet)."""
-    epochs = [0]
-    for state in run_dir.glob("checkpoint_*/state.json"):
-        data = read_json_or_none(state)
-        if data:
-            epochs.append(data["epoch"])
-    return max(epochs)
 
 
 def write_config(tmp_path: Path, config: dict, mnist_path: Path, name: str) -> Path:
@@ -230,29 +230,257 @@ def assert_best_checkpoint_kept(result: dict) -> None:
     assert result["evaluation"]["best_checkpoint_reloaded"]["accuracy"] > 0.8
 
 
+def reported_epoch(run_dir: Path) -> int:
+    """The latest epoch whose checkpoint Ray Train has registered (what a restart resumes from)."""
+    snapshot = read_json_or_none(run_dir / "checkpoint_manager_snapshot.json")
+    latest = (snapshot or {}).get("latest_checkpoint_result") or {}
+    return int((latest.get("metrics") or {}).get("epoch") or 0)
+
+
+def tune_results(run_dir: Path) -> dict[str, list[dict]]:
+    """Tune's per-trial result rows (``<run>/<trial dir>/result.json``), by trial id."""
+    found = {}
+    for path in run_dir.glob("*/result.json"):
+        rows = []
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a line being written
+        if rows:
+            found[rows[0]["trial_id"]] = rows
+    return found
+
+
+def finished_trials(run_dir: Path) -> list[str]:
+    return [trial for trial, rows in tune_results(run_dir).items() if rows[-1].get("stop_reason")]
+
+
+def one_finished_one_running(run_dir: Path) -> Optional[tuple[list[str], list[str]]]:
+    """(finished, running) trial ids once a trial has finished while another is early in its run.
+
+    "Early": at least two epochs to go, so it cannot finish between this check and a kill.
+    """
+    results = tune_results(run_dir)
+    finished = [t for t, rows in results.items() if rows[-1].get("stop_reason")]
+    running = [t for t, rows in results.items()
+               if not rows[-1].get("stop_reason") and len(rows) <= SEARCH_CONFIG["training"]["epochs"] - 2]
+    return (finished, running) if finished and running else None
+
+
+def checkpoint_listing(directory: Path) -> dict[str, tuple]:
+    """Every file under a trial's Train storage with its size and mtime: what a rerun would change."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file() or p.is_dir()}
+
+
+def resumed_epochs(command: Cli) -> list[int]:
+    """The epochs whose checkpoint a worker group said it resumed from, in order."""
+    return [int(m) for m in re.findall(r"\[orchestrator\] resuming from the checkpoint of epoch (\d+)",
+                                       command.stdout + command.stderr)]
+
+
+def resume_command(stderr: str) -> list[str]:
+    """The command the interrupt message tells the user to run, as argv after `orchestrator`."""
+    hint = [line for line in stderr.splitlines() if "resume with: orchestrator " in line]
+    assert hint, f"no resume hint in stderr:\n{stderr[-3000:]}"
+    argv = shlex.split(hint[-1].split("resume with: orchestrator ", 1)[1])
+    assert "--resume" in argv
+    return argv
+
+
 # ------------------------------------------------------------ 1. worker killed
 
 def test_a_killed_worker_is_replaced_and_training_continues_where_it_was(cli, tmp_path, mnist_path):
     config = write_config(tmp_path, TRAIN_CONFIG, mnist_path, "train.yaml")
     storage, name = tmp_path / "results", "worker-killed"
     run_dir = storage / name
+    epochs = TRAIN_CONFIG["training"]["epochs"]
     run = cli("train", "--config", str(config), "--storage", str(storage), "--name", name, tag="train")
 
-    wait_for(lambda: checkpointed_epoch(run_dir) >= 2, RUN_TIMEOUT, "2 checkpointed epochs", run)
+    wait_for(lambda: reported_epoch(run_dir) >= 2, RUN_TIMEOUT, "Ray Train to register epoch 2", run)
     roster = wait_for(lambda: read_json_or_none(run_dir / "workers.json"), 30, "workers.json", run)
     victim = next(w["pid"] for w in roster["workers"] if w["world_rank"] == 1)
     assert process_alive(victim), f"rank 1 (pid {victim}) is not running"
-    killed_at = checkpointed_epoch(run_dir)
-    os.kill(victim, signal.SIGKILL)
+    killed_after = reported_epoch(run_dir)
+    assert killed_after < epochs, "the run had finished before the kill; make epochs longer"
+    os.kill(victim, signal.SIGKILL)  # mid-epoch: the next epoch is running now
 
-    assert run.wait(RUN_TIMEOUT, "finish after the worker was killed") == 0, run.output_tail()
+    assert run.wait(RUN_TIMEOUT, "finish after a worker was killed") == 0, run.output_tail()
     assert not process_alive(victim)
-    assert killed_at < TRAIN_CONFIG["training"]["epochs"], "the run had finished before the kill"
+
+    # Ray Train restarted the group from a registered checkpoint, not from scratch.
+    resumed = resumed_epochs(run)
+    assert resumed and resumed[0] >= killed_after, (resumed, killed_after)
 
     result = json.loads((run_dir / "result.json").read_text())
-    assert_continuous_history(result, TRAIN_CONFIG["training"]["epochs"])
+    assert_continuous_history(result, epochs)
     roster = json.loads((run_dir / "workers.json").read_text())
     assert len(roster["groups"]) >= 2, roster
     assert sorted(w["world_rank"] for w in roster["workers"]) == [0, 1]
     assert victim not in {w["pid"] for w in roster["workers"]}
+    assert result["workers"] == roster["workers"]
     assert_best_checkpoint_kept(result)
+
+
+# ------------------------------------------------------------ 2. driver killed
+
+def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, SEARCH_CONFIG, mnist_path, "search.yaml")
+    storage, name = tmp_path / "results", "driver-killed"
+    run_dir = storage / name
+    args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
+    search = cli(*args, tag="tune")
+
+    done, running = wait_for(lambda: one_finished_one_running(run_dir), RUN_TIMEOUT,
+                             "a finished trial while another one runs", search, interval=0.1)
+    os.killpg(search.pgid, signal.SIGKILL)  # the driver, its local Ray and every worker
+    left = search.wait_group_gone(60)
+    assert not left, f"processes of the killed search still alive: {left}"
+    assert not (run_dir / "summary.json").exists(), "the search had finished before the kill"
+
+    before = tune_results(run_dir)
+    finished = {trial: (before[trial], checkpoint_listing(run_dir / "trials" / trial))
+                for trial in finished_trials(run_dir)}
+    assert set(done) <= set(finished) and not set(running) & set(finished)
+
+    resumed = cli(*args, "--resume", tag="tune-resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed search") == 0, resumed.output_tail()
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["results"]
+    assert summary["trials"] == 4 and len(rows) == 4
+    assert len({r["trial_id"] for r in rows}) == 4
+    assert sorted(r["config"]["optimizer.learning_rate"] for r in rows) == [0.0005, 0.001, 0.002, 0.004]
+    epochs = SEARCH_CONFIG["training"]["epochs"]
+    for row in rows:
+        assert row["status"] == "TERMINATED", row
+        assert row["stop_reason"] == f"max_epochs ({epochs})", row
+        assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), row
+        assert Path(row["best_checkpoint"]).is_dir(), row
+
+    by_id = {r["trial_id"]: r for r in rows}
+    after = tune_results(run_dir)
+    for trial, (old_rows, old_files) in finished.items():
+        # Not retrained: its Train checkpoints are exactly as they were, file by file.
+        assert checkpoint_listing(run_dir / "trials" / trial) == old_files, f"trial {trial} was retrained"
+        # Its results are kept, each epoch once: the summary has what it reported before the kill.
+        row = by_id[trial]
+        assert [(h["epoch"], h["val_loss"]) for h in row["history"]] == \
+            [(r["epoch"], r["val_loss"]) for r in old_rows]
+        assert row["best_val_loss"] == min(r["val_loss"] for r in old_rows)
+        assert Path(row["best_checkpoint"]).name in old_files
+        # Tune's own rows for it are not repeated either.
+        tune_epochs = [r["epoch"] for r in after.get(trial, [])]
+        assert len(tune_epochs) == len(set(tune_epochs)), tune_epochs
+    # A trial cut off mid-run went on from its last checkpoint, not from scratch.
+    assert resumed_epochs(resumed), \
+        f"trials running at the kill ({running}) did not resume from a checkpoint\n" + resumed.output_tail()
+    assert Path(summary["evaluation"]["exported_model"]).is_file()
+
+
+# ------------------------------------------------------------ 3. stopped by the user
+
+def _assert_stopped_cleanly(command: Cli, started: float) -> None:
+    code = command.wait(STOP_TIMEOUT, "stop within 30 s of Ctrl-C")
+    assert time.monotonic() - started < STOP_TIMEOUT
+    assert code == 130, f"exit status {code}\n{command.output_tail()}"
+    assert "interrupted" in command.stderr and "--resume" in command.stderr, command.output_tail()
+    left = command.wait_group_gone(30)
+    assert not left, "orphans after Ctrl-C: " + "; ".join(
+        f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}" for pid in left if process_alive(pid))
+
+
+def test_ctrl_c_stops_training_cleanly_and_the_hinted_resume_finishes_it(cli, tmp_path, mnist_path):
+    epochs = 5
+    config = write_config(tmp_path, {**TRAIN_CONFIG, "training": {**TRAIN_CONFIG["training"], "epochs": epochs}},
+                          mnist_path, "my train.yaml")  # a space in a path, as users have
+    storage, name = tmp_path / "results", "interrupted"
+    run_dir = storage / name
+    run = cli("train", "--config", str(config), "--storage", str(storage), "--name", name, tag="train")
+
+    wait_for(lambda: reported_epoch(run_dir) >= 1, RUN_TIMEOUT, "Ray Train to register epoch 1", run)
+    stopped_after = reported_epoch(run_dir)
+    assert stopped_after < epochs
+    started = time.monotonic()
+    os.killpg(run.pgid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _assert_stopped_cleanly(run, started)
+    assert not (run_dir / "result.json").exists()
+
+    argv = resume_command(run.stderr)
+    resumed = cli(*argv, tag="train-resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed run") == 0, resumed.output_tail()
+    resumed_from = resumed_epochs(resumed)
+    assert resumed_from and stopped_after <= resumed_from[0] < epochs, resumed.output_tail()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert_continuous_history(result, epochs)
+    assert_best_checkpoint_kept(result)
+
+
+def test_ctrl_c_stops_a_search_cleanly_with_a_resume_hint(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, SEARCH_CONFIG, mnist_path, "search.yaml")
+    storage, name = tmp_path / "results", "search-interrupted"
+    run_dir = storage / name
+    search = cli("tune", "--config", str(config), "--storage", str(storage), "--name", name, tag="tune")
+
+    wait_for(lambda: any(tune_results(run_dir).values()), RUN_TIMEOUT, "a trial's first epoch", search)
+    started = time.monotonic()
+    os.killpg(search.pgid, signal.SIGINT)
+    _assert_stopped_cleanly(search, started)
+    assert not (run_dir / "summary.json").exists()
+    argv = resume_command(search.stderr)
+    assert argv[:1] == ["tune"] and argv[argv.index("--name") + 1] == name
+    assert argv[argv.index("--config") + 1] == str(config)
+
+
+# ------------------------------------------------------------ 4. atomic outputs
+
+WRITER = """
+import sys
+from orchestrator.results import write_json_atomic
+path, generation = sys.argv[1], int(sys.argv[2])
+print("writing", flush=True)
+while True:
+    generation += 1
+    # 8 MB whose length changes with each generation: a torn or mixed file cannot pass.
+    write_json_atomic(path, {"generation": generation, "text": "x" * (8_000_000 + generation),
+                             "end": generation})
+"""
+
+
+def test_a_result_file_killed_mid_write_is_the_old_or_the_new_one_never_torn(tmp_path):
+    from orchestrator.results import write_json_atomic
+
+    directory = tmp_path / "run"
+    target = directory / "result.json"
+    write_json_atomic(target, {"generation": 0, "text": "x" * 8_000_000, "end": 0})
+    rng = random.Random(1234)
+    generation, generations, leftovers = 0, [], set()
+    for _ in range(30):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(generation)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert select.select([writer.stdout], [], [], 60)[0], "the writer did not start within 60 s"
+            assert writer.stdout.readline().strip() == "writing"
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            writer.kill()
+            writer.wait(timeout=30)
+            writer.stdout.close()
+        data = json.loads(target.read_text())  # a torn file fails here
+        assert data["end"] == data["generation"] >= generation
+        assert len(data["text"]) == 8_000_000 + data["generation"]
+        generation = data["generation"]
+        generations.append(generation)
+        others = {p.name for p in directory.iterdir()} - {"result.json"}
+        # A kill mid-write leaves its temporary file: hidden, and never named like a result.
+        assert all(n.startswith(".result.json.") and n.endswith(".tmp") for n in others), others
+        leftovers |= others
+    assert generations[-1] > 0, "the writer never completed a write"
+    assert leftovers, "no kill landed in the middle of a write: nothing was tested"
+    assert sorted(p.name for p in directory.glob("*.json")) == ["result.json"]
+    assert sorted(p.name for p in directory.glob("result*")) == ["result.json"]

@@ -6,13 +6,15 @@ to release a stopped trial's workers, and nothing here listens beyond loopback::
 
     orchestrator train                             # local Ray, all local CPUs
     orchestrator train --address 10.0.0.5:6379     # join a running cluster
-    RAY_ADDRESS=auto orchestrator tune ...         # e.g. inside `ray job submit`
+    RAY_ADDRESS=<head>:6379 orchestrator tune ...  # as `ray job submit` sets it for a job
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,14 +48,72 @@ def connect(address: Optional[str] = None) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
+    # ray.init replaces the SIGTERM handler with one that exits at once. The CLI's
+    # handler (SIGTERM, e.g. from `ray job stop`, stops like Ctrl-C: KeyboardInterrupt,
+    # a resume hint, exit 130) is put back; Ray's is kept where there was none.
+    caller_sigterm = (signal.getsignal(signal.SIGTERM)
+                      if threading.current_thread() is threading.main_thread() else None)
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, runtime_env=_pinned_cluster_env(address))
             return False
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        _start_local_ray()
         return True
     except ConnectionError as exc:
         raise UserError(f"cannot connect to Ray at {address}: {exc}") from None
+    finally:
+        if callable(caller_sigterm):
+            signal.signal(signal.SIGTERM, caller_sigterm)
+
+
+def _start_local_ray(attempts: int = 5) -> None:
+    """A local Ray, its dashboard on 127.0.0.1 at a port chosen here, and pinned as every process's API server.
+
+    The GCS address of a new local Ray is unknown before it starts, so the
+    address pin of :func:`_pinned_cluster_env` cannot be used; the dashboard's
+    can: ``RAY_API_SERVER_ADDRESS`` is what Ray Train's PlacementGroupCleaner
+    (State API) asks first, so it finds this cluster even when other Ray
+    instances run on the machine.
+    """
+    import socket
+
+    import ray
+
+    for attempt in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                     log_to_driver=True,
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+            return
+        except ValueError as exc:  # someone took the port between the probe and Ray's bind
+            if "already occupied" not in str(exc) or attempt == attempts - 1:
+                raise
+
+
+def _pinned_cluster_env(address: str) -> Optional[dict]:
+    """The job's runtime env: ``RAY_ADDRESS`` = the cluster this driver joins, in every task and actor.
+
+    Ray Train's PlacementGroupCleaner, which frees the workers of a Tune trial
+    that ended, asks the State API about the controller without an address.
+    Ray then guesses the cluster (``RAY_ADDRESS``, else the last ``ray start``
+    recorded in /tmp/ray, else the GCS processes it sees): on a host running
+    several Ray instances, or a head started with ``--temp-dir``, it guesses
+    another cluster, gives up, and the trial's CPUs stay reserved until the job
+    ends, so a search waits forever for its final evaluation. Ray merges these
+    env vars with a submitted job's runtime env (working_dir etc.).
+    """
+    if "://" in address:  # Ray Client (ray://) or a dashboard URL: leave Ray's defaults
+        return None
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        gcs_address = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError):
+        return None  # ray.init reports the bad address
+    return {"env_vars": {"RAY_ADDRESS": gcs_address}} if gcs_address else None
 
 
 @dataclass(frozen=True)

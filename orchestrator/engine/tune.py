@@ -16,7 +16,11 @@ Tune ends a trial's function without running what follows ``trainer.fit()``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +30,7 @@ from orchestrator.engine.runtime import WorkerShape, check_fits, connect
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
                                        make_trainer, prepare_run_dir)
 from orchestrator.errors import UserError
-from orchestrator.results import write_atomic, write_csv_atomic, write_json_atomic
+from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
 
 SUMMARY_JSON = "summary.json"
@@ -120,17 +124,53 @@ def _stop_reason(result, last: dict, max_epochs: int) -> str:
     return "not started"
 
 
+def recorded_state(run_dir: Path, trial_id: str) -> tuple[Optional[dict], dict[int, str]]:
+    """A trial's own record in its Train checkpoints: the latest ``state.json`` and {epoch: checkpoint}.
+
+    Every checkpoint carries the trial's whole history. Tune does not: when a
+    resumed search restarts a trial that was running (or had just finished) when
+    the driver died, Tune starts that trial's results over.
+    """
+    latest, kept = None, {}
+    for state_file in (run_dir / TRIALS_DIR / trial_id).glob("checkpoint_*/state.json"):
+        try:
+            state = read_json(state_file)
+        except (OSError, ValueError):
+            continue
+        kept[int(state["epoch"])] = str(state_file.parent)
+        if latest is None or state["epoch"] > latest["epoch"]:
+            latest = state
+    return latest, kept
+
+
+def with_recorded_history(history: list[dict], latest: Optional[dict], kept: dict[int, str],
+                          keep: tuple = ()) -> list[dict]:
+    """Tune's rows, one per epoch, preceded by the epochs Tune lost on a restart (from the checkpoint)."""
+    by_epoch = {int(h["epoch"]): h for h in history if h.get("epoch") is not None}  # a rerun epoch: last wins
+    if latest:
+        first_reported = min(by_epoch) if by_epoch else int(latest["epoch"]) + 1
+        for row in latest.get("history", []):
+            epoch = int(row["epoch"])
+            if epoch < first_reported:
+                by_epoch[epoch] = {**{k: v for k, v in row.items() if not keep or k in keep},
+                                   "checkpoint_path": kept.get(epoch),
+                                   "stop_reason": latest.get("stop_reason") if epoch == latest["epoch"] else None}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def trial_row(result, search: Search, run_dir: Path) -> dict:
     """One trial's line of the summary, from Tune's record of what it reported."""
     metric, mode = search.search.metric, search.search.mode
     history = []
+    keep_columns = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                    "stop_reason", "checkpoint_path")
     if result.metrics_dataframe is not None and len(result.metrics_dataframe):
         df = result.metrics_dataframe
-        keep = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
-                            "stop_reason", "checkpoint_path") if c in df.columns]
+        keep = [c for c in keep_columns if c in df.columns]
         history = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                    for row in df[keep].to_dict("records")]
     trial_id = trial_row_id(result)
+    history = with_recorded_history(history, *recorded_state(run_dir, trial_id), keep=keep_columns)
     hparams = search.hparams(result.config or {})
     last = history[-1] if history else {}
     scored = [h for h in history if h.get(metric) is not None]
@@ -246,5 +286,43 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
         tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent)
-    result_grid = tuner.fit()
+    with ctrl_c_after_graceful_stop():
+        result_grid = tuner.fit()
     return summarize(result_grid, search, run_dir, data_ref, time.time() - started)
+
+
+@contextlib.contextmanager
+def ctrl_c_after_graceful_stop():
+    """Ctrl-C during ``tuner.fit()``: Tune's graceful stop, then KeyboardInterrupt.
+
+    Tune's own SIGINT handler stops the trials and saves its state, but then
+    ``fit()`` returns as if the search were done: a summary would be written,
+    mark the search finished and refuse ``--resume``. Here the first Ctrl-C is
+    noted and passed to Tune as SIGUSR1 (the same graceful stop), and the
+    interruption is raised once ``fit()`` returns; a second Ctrl-C interrupts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; Tune installs none elsewhere either
+        return
+    noted: list[int] = []
+
+    def note_and_stop_gracefully(signum, frame):
+        noted.append(signum)
+        if len(noted) == 1 and callable(signal.getsignal(signal.SIGUSR1)):  # Tune's, once it runs
+            os.kill(os.getpid(), signal.SIGUSR1)
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune leaves SIGINT to the handler above
+    previous = signal.signal(signal.SIGINT, note_and_stop_gracefully)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if saved_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
+    if noted:
+        raise KeyboardInterrupt("search interrupted; Tune saved its state for --resume")

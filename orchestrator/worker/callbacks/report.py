@@ -62,6 +62,7 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
             report = ray.train.report
         self._report = report
         self._epoch_start = 0.0
+        self._epoch_started_at = 0.0
 
     def _best(self) -> Optional[dict]:
         scored = [h for h in self.history if self.monitor in h]
@@ -71,6 +72,9 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
         return pick(scored, key=lambda h: h[self.monitor])
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Wall clock too, comparable across processes: `bench` measures cold start
+        # (command start -> first epoch begun) and the full epoch cycle with it.
+        self._epoch_started_at = time.time()
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -82,7 +86,7 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
             stop_reason = "max_epochs"
         else:
             stop_reason = None
-        metrics.update(epoch=epoch + 1, epoch_seconds=seconds,
+        metrics.update(epoch=epoch + 1, epoch_seconds=seconds, started_at=self._epoch_started_at,
                        samples_per_second=self.examples_per_epoch / seconds if seconds > 0 else 0.0)
         self.history.append(dict(metrics))
         best = self._best()

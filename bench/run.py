@@ -1,0 +1,612 @@
+"""``python -m bench.run``: the orchestrator against plain tf-keras and KerasTuner, side by side.
+
+    python -m bench.run                      # the full benchmark (~10 min on 2 cores)
+    python -m bench.run --quick              # a ~3 min smoke run on 10k examples (numbers not comparable)
+    python -m bench.run --gpus-per-worker 1  # (b)/(c) mirror one GPU per worker
+    python -m bench.run --only a,b           # some sections only
+    pip install -e '.[bench]'                # KerasTuner, for (f)
+
+One invocation runs, on the same data (MNIST: first 50k of the train split to
+train, last 10k to validate), model (the tutorial's MLP), optimizer (Adam 1e-3)
+and global batch (128), each in its own subprocess:
+
+(a) plain tf-keras ``fit`` in one process (``bench.baseline``, TF_USE_LEGACY_KERAS=1):
+    the baseline every other figure is a ratio to. (a') is the same with the
+    orchestrator's ``training.steps_per_execution`` (when that is not 1), to tell
+    that lever apart from everything else the orchestrator adds.
+(b) ``orchestrator train`` with 1 worker, (c) with 2 workers (MultiWorkerMirroredStrategy,
+    batch per worker = global / 2). Each worker gets ``--cpus-per-worker`` (default:
+    the machine's cores / workers, so every run uses the whole machine like (a)).
+    Per-epoch time is ``history[*].epoch_seconds`` of ``result.json`` (measured like (a):
+    epoch begin -> epoch end, validation included); "steady" is the mean of epochs
+    2..N (epoch 1 also traces the graph). "cycle" is the time between two epoch
+    starts (``history[*].started_at``): it adds the per-epoch checkpoint and report.
+(d) cold start: the ``orchestrator train`` subprocess's start -> its first epoch
+    begun (``history[0].started_at``, the worker's wall clock), for (b) and (c).
+(e) ``orchestrator tune`` over ``jobs/configs/tune_mnist.yaml`` (8 trials x 1 worker,
+    ASHA, up to 12 epochs): parallel efficiency = (sum of trial times / concurrency)
+    / search wall time, trial time being Tune's ``time_total_s`` (trial start -> last
+    report), wall time the ``tuner.fit`` span (``summary.json`` ``wall_seconds``).
+(f) time from command start until some trial ends an epoch with validation
+    accuracy >= 98.0% (``--target``): ``orchestrator tune`` of (e) vs KerasTuner's
+    Hyperband on the same space, data and machine (``bench.kt_hyperband``, Keras 3,
+    stopped once it gets there).
+
+It prints a table and writes ``bench/out/latest.json`` (``--out``): the machine
+(cores, CPU model, GPUs, load average before/after), versions, every figure
+and its ratio to (a). Subprocess logs and run directories go to
+``bench/out/logs/`` and ``bench/out/runs/``. Each Ray that the subprocesses start
+is their own (``RAY_TMPDIR`` is private to the benchmark) and ends with them.
+Numbers are only worth comparing on an otherwise idle machine: the table
+shows the 1-minute load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "out" / "latest.json"
+TUNE_CONFIG = ROOT / "jobs" / "configs" / "tune_mnist.yaml"
+SECTIONS = ("a", "b", "c", "e", "f")  # (d) comes from (b) and (c)
+
+TARGETS = {
+    "b_epoch_ratio": 1.10,       # (b) steady epoch time <= 1.10 x (a)
+    "c_throughput_ratio": 0.70,  # (c) steady samples/s >= 0.7 x (a)
+    "d_cold_start_s": 8.0,       # (d) command start -> first epoch begun <= 8 s
+    "e_efficiency": 0.85,        # (e) parallel efficiency >= 0.85
+    "f_vs_kerastuner": 1.0,      # (f) time to target < KerasTuner's
+}
+
+
+# ----------------------------------------------------------------- machine
+
+def machine_info() -> dict:
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+            gpus = [line.strip() for line in out.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    memory_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "cores": cores, "cpu_model": model, "gpus": gpus,
+            "memory_gib": memory_gib, "platform": platform.platform()}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("tensorflow", "tf-keras", "keras", "ray", "keras-tuner", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def load_average() -> Optional[list[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------- subprocesses
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a subprocess we started, and its process group, politely first (Ctrl-C lets Ray shut down)."""
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _our_gcs_address(ray_tmpdir: str) -> Optional[str]:
+    """The GCS address of the Ray whose raylet runs under ``ray_tmpdir`` (ours), from /proc."""
+    for cmdline_file in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline_file.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not args or not args[0].endswith("/raylet") or not any(ray_tmpdir in a for a in args):
+            continue
+        for arg in args:
+            if arg.startswith("--gcs-address=") or arg.startswith("--gcs_address="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+class PinRayAddress(threading.Thread):
+    """Write ``$RAY_TMPDIR/ray/ray_current_cluster`` for the Ray a subprocess starts, as `ray start` would.
+
+    Ray's State API, called inside Ray Train's actors without an address, finds
+    "its" cluster through that file, else by scanning the host for raylets: with
+    another Ray running on the same machine (other users, other tests) the scan
+    finds several and raises, Train's PlacementGroupCleaner dies, and a search
+    hangs after its trials waiting for CPUs that are never released. The file
+    lives in the benchmark's private RAY_TMPDIR, so it names only our cluster and
+    changes nothing that is measured.
+    """
+
+    def __init__(self, ray_tmpdir: str):
+        super().__init__(daemon=True)
+        self.address_file = Path(ray_tmpdir) / "ray" / "ray_current_cluster"
+        self.ray_tmpdir = ray_tmpdir
+        self.done = threading.Event()
+        self.address_file.unlink(missing_ok=True)
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            address = _our_gcs_address(self.ray_tmpdir)
+            if address:
+                self.address_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.address_file.with_suffix(".tmp")
+                tmp.write_text(address)
+                tmp.replace(self.address_file)
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(2)
+        self.address_file.unlink(missing_ok=True)
+
+
+def run_logged(label: str, cmd: list[str], env: dict, log_dir: Path, timeout: float) -> dict:
+    """Run ``cmd`` in its own process group, output to ``log_dir/label.log``; wall-clock start/end."""
+    log_path = log_dir / f"{label}.log"
+    print(f"  [{label}] {' '.join(cmd[1:] if cmd[0] == sys.executable else cmd)}", flush=True)
+    pin = PinRayAddress(env["RAY_TMPDIR"])
+    with open(log_path, "w") as log:
+        started = time.time()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True)
+        pin.start()
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            rc = None
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise
+        finally:
+            pin.stop()
+    ended = time.time()
+    status = "ok" if rc == 0 else ("timeout" if rc is None else f"exit {rc}")
+    print(f"  [{label}] {status} in {ended - started:.1f} s (log: {log_path})", flush=True)
+    return {"started_at": started, "ended_at": ended, "seconds": ended - started, "rc": rc,
+            "status": status, "log": str(log_path)}
+
+
+def base_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("RAY_ADDRESS", None)  # each run starts its own local Ray
+    # A private Ray temp dir: a `ray start` of someone else on this machine is never joined.
+    env.setdefault("RAY_TMPDIR", f"/tmp/bench-ray-{os.getpid()}")
+    Path(env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+# ----------------------------------------------------------------- figures
+
+def mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def epoch_figures(history: list[dict], examples: int) -> dict:
+    """First-epoch and steady (epochs 2..N) time, samples/s and cycle from a history."""
+    seconds = [h["epoch_seconds"] for h in history]
+    steady = seconds[1:]
+    starts = [h.get("started_at") for h in history]
+    cycles = [b - a for a, b in zip(starts, starts[1:]) if a and b]
+    steady_s = mean(steady)
+    return {
+        "epochs": len(history),
+        "epoch_seconds": seconds,
+        "first_epoch_s": seconds[0] if seconds else None,
+        "steady_epoch_s": steady_s,
+        "steady_samples_per_s": examples / steady_s if steady_s else None,
+        "mean_epoch_s_all": mean(seconds),
+        "samples_per_s_all": examples * len(seconds) / sum(seconds) if seconds else None,
+        # epoch start -> next epoch start, epochs 2..N: adds the checkpoint + report after each epoch
+        "steady_cycle_s": mean(cycles[1:]) if len(cycles) > 1 else mean(cycles),
+        "last_val_accuracy": history[-1].get("val_accuracy") if history else None,
+    }
+
+
+def ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
+    return value / base if value is not None and base else None
+
+
+# ----------------------------------------------------------------- sections
+
+def spec_steps_per_execution() -> int:
+    from orchestrator.spec import TrainingSpec  # pure data: no TensorFlow, no Ray
+
+    return TrainingSpec().steps_per_execution
+
+
+def section_a(args, env, dirs, steps_per_execution: int = 1) -> dict:
+    label = "a_baseline" if steps_per_execution == 1 else f"a_baseline_spe{steps_per_execution}"
+    out = dirs["runs"] / f"{label}.json"
+    cmd = [sys.executable, "-m", "bench.baseline", "--epochs", str(args.epochs),
+           "--global-batch", str(args.global_batch), "--steps-per-execution", str(steps_per_execution),
+           "--out", str(out)]
+    if args.train_examples:
+        cmd += ["--train-examples", str(args.train_examples)]
+    if args.data:
+        cmd += ["--data", args.data]
+    proc = run_logged(label, cmd, {**env, "TF_USE_LEGACY_KERAS": "1"}, dirs["logs"], args.timeout)
+    if proc["rc"] != 0:
+        return {"error": proc["status"], "process": proc}
+    data = json.loads(out.read_text())
+    history = data["history"]
+    return {"process": proc, "steps_per_execution": steps_per_execution,
+            "threads": data["threads"], "test_accuracy": data["test_accuracy"],
+            "cold_start_s": history[0]["started_at"] - proc["started_at"],
+            **epoch_figures(history, data["train_examples"])}
+
+
+def _data_config(args) -> dict:
+    data: dict = {}
+    if args.data:
+        data["path"] = args.data
+    if args.train_examples:
+        data["train_examples"] = args.train_examples
+    if args.validation_examples:
+        data["validation_examples"] = args.validation_examples
+    return data
+
+
+def section_train(label: str, workers: int, args, env, dirs, cores: int) -> dict:
+    replicas = workers * max(1, args.gpus_per_worker)
+    if args.global_batch % replicas:
+        return {"error": f"global batch {args.global_batch} is not divisible by {replicas} replicas"}
+    cpus = args.cpus_per_worker or max(1, cores // workers)
+    training = {"epochs": args.epochs, "batch_size_per_worker": args.global_batch // replicas}
+    if args.steps_per_execution:
+        training["steps_per_execution"] = args.steps_per_execution
+    config = {"training": training,
+              "scaling": {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": args.gpus_per_worker},
+              "data": _data_config(args)}
+    config_path = dirs["runs"] / f"{label}.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    name = f"bench-{label}"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "train", "--config", str(config_path),
+           "--storage", str(dirs["runs"]), "--name", name, "--overwrite"]
+    proc = run_logged(label, cmd, env, dirs["logs"], args.timeout)
+    result_file = dirs["runs"] / name / "result.json"
+    if proc["rc"] != 0 or not result_file.exists():
+        return {"error": proc["status"], "process": proc}
+    result = json.loads(result_file.read_text())
+    history = result["history"]
+    evaluation = result.get("evaluation") or {}
+    return {"process": proc, "workers": workers, "cpus_per_worker": cpus,
+            "gpus_per_worker": args.gpus_per_worker, "batch_size_per_replica": args.global_batch // replicas,
+            "steps_per_execution": result["spec"]["training"]["steps_per_execution"],
+            "test_accuracy": (evaluation.get("final_weights") or {}).get("accuracy"),
+            "train_wall_s": result.get("wall_seconds"),
+            "cold_start_s": history[0]["started_at"] - proc["started_at"] if history[0].get("started_at") else None,
+            **epoch_figures(history, result["data"]["train"])}
+
+
+def tune_config(args, dirs) -> Path:
+    """jobs/configs/tune_mnist.yaml with the benchmark's data, trials and epochs."""
+    config = yaml.safe_load(TUNE_CONFIG.read_text())
+    config["data"] = {**(config.get("data") or {}), **_data_config(args)}
+    workers = (config.get("search") or {}).get("workers_per_trial") or (config.get("scaling") or {}).get("workers", 1)
+    config["training"] = {**config["training"], "epochs": args.search_epochs,
+                          "batch_size_per_worker": args.global_batch // workers}
+    if args.steps_per_execution:
+        config["training"]["steps_per_execution"] = args.steps_per_execution
+    config["search"]["samples"] = args.trials
+    config["search"]["asha"]["grace_period"] = min(config["search"]["asha"]["grace_period"], args.search_epochs)
+    path = dirs["runs"] / "tune.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _tune_trial_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """Tune's own per-trial records: <search>/<trial dir>/result.json, one JSON object per report."""
+    trials: dict[str, list[dict]] = {}
+    for result_file in run_dir.glob("*/result.json"):
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        if rows:
+            trials[rows[0].get("trial_id") or result_file.parent.name] = rows
+    return trials
+
+
+def section_e(args, env, dirs, cores: int, config_path: Path) -> dict:
+    name = "bench-search"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(config_path),
+           "--storage", str(dirs["runs"]), "--name", name, "--overwrite"]
+    proc = run_logged("e_search", cmd, env, dirs["logs"], args.timeout)
+    run_dir = dirs["runs"] / name
+    summary_file = run_dir / "summary.json"
+    if proc["rc"] != 0 or not summary_file.exists():
+        return {"error": proc["status"], "process": proc}
+    summary = json.loads(summary_file.read_text())
+    config = yaml.safe_load(config_path.read_text())
+    trial_cpus = config["scaling"]["workers"] * config["scaling"].get("cpus_per_worker", 1)
+    concurrency = max(1, min(args.trials, cores // max(1, int(trial_cpus))))
+    trials = _tune_trial_rows(run_dir)
+    trial_seconds = {t: rows[-1]["time_total_s"] for t, rows in trials.items()}
+    trained_seconds = {t: sum(r.get("epoch_seconds", 0.0) for r in rows) for t, rows in trials.items()}
+    wall = summary["wall_seconds"]
+    total = sum(trial_seconds.values())
+    # (f): the end of the first epoch, in any trial, at or above the target
+    hits = [(r["started_at"] + r["epoch_seconds"], t, r) for t, rows in trials.items() for r in rows
+            if r.get("val_accuracy", 0.0) >= args.target and r.get("started_at")]
+    first = min(hits, key=lambda h: h[0]) if hits else None
+    best = summary.get("best_trial") or {}
+    evaluation = summary.get("evaluation") or {}
+    return {
+        "process": proc, "trials": len(trials), "concurrency": concurrency,
+        "wall_s": wall, "command_s": proc["seconds"],
+        "sum_trial_s": total, "trial_s": trial_seconds,
+        "efficiency": (total / concurrency) / wall if wall else None,
+        "sum_epoch_s": sum(trained_seconds.values()),
+        "training_share": (sum(trained_seconds.values()) / concurrency) / wall if wall else None,
+        "epochs_run": sum(len(rows) for rows in trials.values()),
+        "stop_reasons": {r["trial_id"]: r["stop_reason"] for r in summary["results"]},
+        "best_val_accuracy": max((r.get("val_accuracy", 0.0) for rows in trials.values() for r in rows), default=None),
+        "best_trial": {k: best.get(k) for k in ("trial_id", "config", "best_val_loss", "best_val_accuracy")},
+        "best_test_accuracy": (evaluation.get("final_weights") or {}).get("accuracy"),
+        "target": args.target,
+        "time_to_target_s": first[0] - proc["started_at"] if first else None,
+        "target_trial": {"trial_id": first[1], "epoch": first[2]["epoch"],
+                         "val_accuracy": first[2]["val_accuracy"]} if first else None,
+    }
+
+
+def section_f(args, env, dirs, config_path: Path) -> dict:
+    out = dirs["runs"] / "f_kerastuner.json"
+    cmd = [sys.executable, "-m", "bench.kt_hyperband", "--config", str(config_path),
+           "--target", str(args.target), "--max-seconds", str(args.kt_max_seconds),
+           "--directory", str(dirs["runs"] / "kerastuner"), "--out", str(out)]
+    kt_env = {k: v for k, v in env.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = run_logged("f_kerastuner", cmd, kt_env, dirs["logs"], args.kt_max_seconds + 120)
+    if proc["rc"] != 0 or not out.exists():
+        return {"error": proc["status"], "process": proc}
+    data = json.loads(out.read_text())
+    found = data.get("found")
+    return {"process": proc, "stopped": data["stopped"], "epochs_trained": data["epochs_trained"],
+            "trials_started": data["trials_started"], "max_epochs": data["max_epochs"], "factor": data["factor"],
+            "time_to_target_s": found["reached_at"] - proc["started_at"] if found else None,
+            "target_trial": found, "keras": data["keras"], "keras_tuner": data["keras_tuner"]}
+
+
+# ----------------------------------------------------------------- report
+
+def _fmt(value, digits=2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def build_rows(r: dict) -> list[tuple]:
+    """(figure, value, ratio to (a), target, met) rows of the table."""
+    a, b, c, e, f = (r["sections"].get(k) or {} for k in SECTIONS)
+    rows: list[tuple] = []
+
+    def row(label, value, base=None, target="", met=None, digits=2):
+        rows.append((label, _fmt(value, digits), _fmt(ratio(value, base), 2) + "x" if base and value is not None
+                     else "", target, "" if met is None else ("yes" if met else "NO")))
+
+    row("(a) tf-keras fit: steady epoch s", a.get("steady_epoch_s"), a.get("steady_epoch_s"))
+    row("(a) first epoch s (traces)", a.get("first_epoch_s"), a.get("first_epoch_s"))
+    row("(a) steady samples/s", a.get("steady_samples_per_s"), a.get("steady_samples_per_s"))
+    row("(a) cold start s (process -> epoch 1)", a.get("cold_start_s"), a.get("cold_start_s"))
+    a_spe = r["sections"].get("a_spe") or {}
+    if a_spe and "error" not in a_spe:
+        row(f"(a') fit, steps_per_execution {a_spe['steps_per_execution']}: steady epoch s",
+            a_spe.get("steady_epoch_s"), a.get("steady_epoch_s"))
+    for key, s, target in (("b", b, "b"), ("c", c, "c")):
+        if not s or "error" in s:
+            row(f"({key}) {s.get('error', 'not run')}", None)
+            continue
+        tag = f"({key}) {s['workers']} worker{'s' if s['workers'] > 1 else ''}"
+        epoch_ratio = ratio(s["steady_epoch_s"], a.get("steady_epoch_s"))
+        thr_ratio = ratio(s["steady_samples_per_s"], a.get("steady_samples_per_s"))
+        row(f"{tag}: steady epoch s", s["steady_epoch_s"], a.get("steady_epoch_s"),
+            "<= 1.10x" if target == "b" else "",
+            epoch_ratio <= TARGETS["b_epoch_ratio"] if target == "b" and epoch_ratio else None)
+        row(f"{tag}: steady cycle s (+ckpt, report)", s["steady_cycle_s"], a.get("steady_epoch_s"))
+        row(f"{tag}: first epoch s", s["first_epoch_s"], a.get("first_epoch_s"))
+        row(f"{tag}: steady samples/s", s["steady_samples_per_s"], a.get("steady_samples_per_s"),
+            ">= 0.70x" if target == "c" else "",
+            thr_ratio >= TARGETS["c_throughput_ratio"] if target == "c" and thr_ratio else None)
+        row(f"{tag}: samples/s, all epochs", s["samples_per_s_all"], a.get("samples_per_s_all"))
+    for key, s in (("b", b), ("c", c)):
+        if s and s.get("cold_start_s") is not None:
+            row(f"(d) cold start s, {s['workers']} worker(s)", s["cold_start_s"], a.get("cold_start_s"),
+                "<= 8 s", s["cold_start_s"] <= TARGETS["d_cold_start_s"])
+    if e and "error" not in e:
+        row(f"(e) search: {e['trials']} trials x 1 worker, wall s", e["wall_s"])
+        row(f"(e) sum of trial s / concurrency {e['concurrency']}", e["sum_trial_s"] / e["concurrency"])
+        row("(e) parallel efficiency", e["efficiency"], None, ">= 0.85",
+            e["efficiency"] >= TARGETS["e_efficiency"] if e["efficiency"] is not None else None)
+        row("(e) training share (sum epoch s / conc. / wall)", e["training_share"])
+    elif e:
+        row(f"(e) {e.get('error')}", None)
+    target = f"{r['config']['target'] * 100:.1f}%"
+    if e and "error" not in e:
+        ours, theirs = e.get("time_to_target_s"), f.get("time_to_target_s")
+        # met: we got there first; missed: we did not get there, or later; unknown: neither got there
+        met = (theirs is None or ours < theirs) if ours is not None else (False if theirs is not None else None)
+        row(f"(f) orchestrator tune: s to val acc >= {target}", ours, a.get("steady_epoch_s"),
+            "< KerasTuner", met)
+    if f and "error" not in f:
+        row(f"(f) KerasTuner Hyperband: s to val acc >= {target}", f.get("time_to_target_s"), a.get("steady_epoch_s"))
+    elif f:
+        row(f"(f) KerasTuner: {f.get('error')}", None)
+    return rows
+
+
+def render(r: dict) -> str:
+    rows = build_rows(r)
+    m, v = r["machine"], r["versions"]
+    header = ("figure", "value", "vs (a)", "target", "met")
+    widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(5)]
+    lines = [
+        f"bench {r['date']}  {m['cores']} cores {m['cpu_model']}, {m['memory_gib']} GiB, "
+        f"GPU: {', '.join(m['gpus']) or 'none'}",
+        f"  load average (1/5/15 min) before {r['load_before']}, after {r['load_after']}",
+        f"  python {v['python']}, tensorflow {v['tensorflow']}, tf-keras {v['tf-keras']}, keras {v['keras']}, "
+        f"ray {v['ray']}, keras-tuner {v['keras-tuner']}",
+        f"  global batch {r['config']['global_batch']}, {r['config']['epochs']} epochs for (a)-(c), "
+        f"search: {r['config']['trials']} trials x up to {r['config']['search_epochs']} epochs"
+        + ("  [--quick: not comparable]" if r["config"]["quick"] else ""),
+        "",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(rw, widths)).rstrip() for rw in rows]
+    lines.append("")
+    lines.append("vs (a): epoch figures over (a)'s epoch time, samples/s over (a)'s, cold start over (a)'s "
+                 "process start -> epoch 1; (f) over (a)'s steady epoch time (= baseline epochs).")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- entry
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 10k train / 2k val examples, 2 epochs, 2 trials x 2 epochs, KerasTuner 60 s")
+    p.add_argument("--epochs", type=int, help="epochs of (a)-(c) (default 3; quick 2)")
+    p.add_argument("--global-batch", type=int, default=128, help="global batch of every run (default 128)")
+    p.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker in (b) and (c)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs per worker in (b) and (c) (default: cores / workers)")
+    p.add_argument("--steps-per-execution", type=int, default=None,
+                   help="override training.steps_per_execution in (b), (c), (e) (default: the spec's)")
+    p.add_argument("--trials", type=int, help="trials of the search (default 8; quick 2)")
+    p.add_argument("--search-epochs", type=int, help="max epochs per trial (default 12, as tune_mnist.yaml; quick 2)")
+    p.add_argument("--target", type=float, default=0.98, help="validation accuracy for (f) (default 0.98)")
+    p.add_argument("--kt-max-seconds", type=float, help="KerasTuner's time budget (default 300; quick 60)")
+    p.add_argument("--train-examples", type=int, help="training examples (default 50000; quick 10000)")
+    p.add_argument("--validation-examples", type=int, help="validation examples (default 10000; quick 2000)")
+    p.add_argument("--data", help="mnist.npz (default: the Keras cache)")
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. a,b (default a,b,c,e,f)")
+    p.add_argument("--timeout", type=float, default=600, help="limit per subprocess, seconds")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON output (default bench/out/latest.json)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    for name, full, small in (("epochs", 3, 2), ("trials", 8, 2), ("search_epochs", 12, 2),
+                              ("kt_max_seconds", 300.0, 60.0), ("train_examples", None, 10000),
+                              ("validation_examples", None, 2000)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SECTIONS) - {"d"}
+    if unknown:
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,f ((d) comes from b and c)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out_path = Path(args.out).resolve()
+    out_dir = out_path.parent
+    dirs = {"logs": out_dir / "logs", "runs": out_dir / "runs"}
+    shutil.rmtree(dirs["runs"], ignore_errors=True)
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    env = base_env()
+    machine = machine_info()
+    report: dict = {
+        "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine, "versions": versions(), "load_before": load_average(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "targets": TARGETS, "sections": {},
+    }
+    started = time.time()
+    sections = report["sections"]
+    print(f"bench: {machine['cores']} cores, load {report['load_before']}; logs in {dirs['logs']}", flush=True)
+    if "a" in args.only:
+        sections["a"] = section_a(args, env, dirs)
+        # (a'): plain fit with the orchestrator's steps_per_execution, to tell that lever from the rest
+        spe = args.steps_per_execution or spec_steps_per_execution()
+        if spe != 1:
+            sections["a_spe"] = section_a(args, env, dirs, spe)
+    if "b" in args.only or "d" in args.only:
+        sections["b"] = section_train("b_1worker", 1, args, env, dirs, machine["cores"])
+    if "c" in args.only or "d" in args.only:
+        sections["c"] = section_train("c_2workers", 2, args, env, dirs, machine["cores"])
+    if "e" in args.only or "f" in args.only:
+        config_path = tune_config(args, dirs)
+        if "e" in args.only:
+            sections["e"] = section_e(args, env, dirs, machine["cores"], config_path)
+        if "f" in args.only:
+            sections["f"] = section_f(args, env, dirs, config_path)
+    report["load_after"] = load_average()
+    report["total_seconds"] = time.time() - started
+    a = sections.get("a") or {}
+    report["ratios_to_a"] = {
+        key: {"steady_epoch": ratio(s.get("steady_epoch_s"), a.get("steady_epoch_s")),
+              "steady_cycle": ratio(s.get("steady_cycle_s"), a.get("steady_epoch_s")),
+              "first_epoch": ratio(s.get("first_epoch_s"), a.get("first_epoch_s")),
+              "steady_samples_per_s": ratio(s.get("steady_samples_per_s"), a.get("steady_samples_per_s")),
+              "cold_start": ratio(s.get("cold_start_s"), a.get("cold_start_s"))}
+        for key, s in sections.items() if key in ("a_spe", "b", "c") and "error" not in s}
+    for key in ("e", "f"):
+        s = sections.get(key) or {}
+        if s.get("time_to_target_s") is not None:
+            report["ratios_to_a"][key] = {"time_to_target_in_a_epochs": ratio(s["time_to_target_s"],
+                                                                               a.get("steady_epoch_s"))}
+    report["table"] = [dict(zip(("figure", "value", "vs_a", "target", "met"), row)) for row in build_rows(report)]
+    out_path.write_text(json.dumps(report, indent=1, default=str))
+    print()
+    print(render(report))
+    print(f"\nwritten: {out_path} ({report['total_seconds']:.0f} s in all)")
+    return 0 if all("error" not in (s or {}) for s in sections.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
