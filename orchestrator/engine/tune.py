@@ -81,6 +81,7 @@ def _trainable(search: Search, data_ref, run_dir: Path):
 def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = search.search
     scheduler = None
@@ -88,7 +89,8 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=search.base.training.epochs,
                                   grace_period=min(s.asha.grace_period, search.base.training.epochs),
                                   reduction_factor=s.asha.reduction_factor)
-    algorithm = None
+    # Seeded like the trials: the same config draws the same trials.
+    algorithm = BasicVariantGenerator(random_state=search.base.seed)
     if s.algorithm == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
