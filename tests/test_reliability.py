@@ -44,8 +44,8 @@ SCHEDULE = HoldThenExpDecay(hold_epochs=2, rate=0.5)
 
 SEARCH_CONFIG = {
     "seed": 3,
-    # Epochs of over a second even on an idle machine: a kill can land while a trial runs.
-    "training": {"epochs": 4, "batch_size_per_worker": 32, "verbose": 0},
+    # Epochs of about a second even on an idle machine: a kill can land while a trial runs.
+    "training": {"epochs": 4, "batch_size_per_worker": 16, "verbose": 0},
     "early_stopping": {"enabled": False},
     "checkpoint": {"keep_best": 1},
     "tensorboard": {"histogram_freq": 0},
@@ -260,15 +260,20 @@ def finished_trials(run_dir: Path) -> list[str]:
     return [trial for trial, rows in tune_results(run_dir).items() if rows[-1].get("stop_reason")]
 
 
+def trial_epochs(run_dir: Path) -> dict[str, int]:
+    """Each started trial's latest epoch registered by its Train run (written at once, unlike Tune's rows)."""
+    trials = run_dir / "trials"
+    return {p.name: reported_epoch(p) for p in trials.iterdir()} if trials.is_dir() else {}
+
+
 def one_finished_one_running(run_dir: Path) -> Optional[tuple[list[str], list[str]]]:
     """(finished, running) trial ids once a trial has finished while another is early in its run.
 
     "Early": at least two epochs to go, so it cannot finish between this check and a kill.
     """
-    results = tune_results(run_dir)
-    finished = [t for t, rows in results.items() if rows[-1].get("stop_reason")]
-    running = [t for t, rows in results.items()
-               if not rows[-1].get("stop_reason") and len(rows) <= SEARCH_CONFIG["training"]["epochs"] - 2]
+    finished = finished_trials(run_dir)
+    running = [t for t, epoch in trial_epochs(run_dir).items()
+               if t not in finished and 1 <= epoch <= SEARCH_CONFIG["training"]["epochs"] - 2]
     return (finished, running) if finished and running else None
 
 
@@ -421,20 +426,32 @@ def test_ctrl_c_stops_training_cleanly_and_the_hinted_resume_finishes_it(cli, tm
     assert_best_checkpoint_kept(result)
 
 
-def test_ctrl_c_stops_a_search_cleanly_with_a_resume_hint(cli, tmp_path, mnist_path):
-    config = write_config(tmp_path, SEARCH_CONFIG, mnist_path, "search.yaml")
+def test_ctrl_c_stops_a_search_cleanly_and_the_hinted_resume_finishes_it(cli, tmp_path, mnist_path):
+    epochs = 3
+    small = {**SEARCH_CONFIG, "training": {**SEARCH_CONFIG["training"], "epochs": epochs},
+             "search": {**SEARCH_CONFIG["search"], "space": {
+                 "optimizer.learning_rate": {"grid": [0.004, 0.002]}, "lr_schedule": {"constant": {}}}}}
+    config = write_config(tmp_path, small, mnist_path, "search.yaml")
     storage, name = tmp_path / "results", "search-interrupted"
     run_dir = storage / name
     search = cli("tune", "--config", str(config), "--storage", str(storage), "--name", name, tag="tune")
 
-    wait_for(lambda: any(tune_results(run_dir).values()), RUN_TIMEOUT, "a trial's first epoch", search)
+    wait_for(lambda: any(1 <= e <= epochs - 2 for e in trial_epochs(run_dir).values()), RUN_TIMEOUT,
+             "a trial's first epoch", search, interval=0.1)
     started = time.monotonic()
     os.killpg(search.pgid, signal.SIGINT)
     _assert_stopped_cleanly(search, started)
-    assert not (run_dir / "summary.json").exists()
+    assert not (run_dir / "summary.json").exists(), "an interrupted search was summarized as finished"
     argv = resume_command(search.stderr)
     assert argv[:1] == ["tune"] and argv[argv.index("--name") + 1] == name
-    assert argv[argv.index("--config") + 1] == str(config)
+
+    resumed = cli(*argv, tag="tune-resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed search") == 0, resumed.output_tail()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trials"] == 2 and len({r["trial_id"] for r in summary["results"]}) == 2
+    for row in summary["results"]:
+        assert row["stop_reason"] == f"max_epochs ({epochs})", row
+        assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), row
 
 
 # ------------------------------------------------------------ 4. atomic outputs
