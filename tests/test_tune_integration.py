@@ -3,7 +3,9 @@
 The grid puts two sane learning rates first and two absurd ones last, so by the
 time the bad trials reach ASHA's first rung the good ones have set the bar:
 ASHA must stop the bad ones at epoch 1. EarlyStopping's min_delta is so large
-that a good trial stops itself at epoch 2, before the 4-epoch limit.
+that a good trial stops itself at epoch 3, before the 4-epoch limit; patience 2
+leaves ASHA's asynchronous stop two epochs to land before EarlyStopping could
+end a bad trial itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from conftest import validation_loss_of
 SEARCH_CONFIG = {
     "seed": 3,
     "training": {"epochs": 4, "batch_size_per_worker": 64, "verbose": 0},
-    "early_stopping": {"patience": 1, "min_delta": 0.5},
+    "early_stopping": {"patience": 2, "min_delta": 0.5},
     "checkpoint": {"keep_best": 1},
     "tensorboard": {"histogram_freq": 1},
     "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
@@ -75,7 +77,7 @@ def test_early_stopping_ends_a_good_trial_before_max_epochs(search_result):
     good = [r for r in summary["results"] if r["config"]["optimizer.learning_rate"] < 1]
     stopped = [r for r in good if r["stop_reason"].startswith("early_stopping")]
     assert stopped, [(r["config"], r["stop_reason"]) for r in good]
-    assert all(r["epochs_run"] == 2 < 4 for r in stopped)
+    assert all(r["epochs_run"] == 3 < 4 for r in stopped)
 
 
 def test_best_trial_is_a_sane_one_and_its_checkpoint_reloads_to_its_val_loss(search_result, mnist_path):
