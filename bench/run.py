@@ -1,6 +1,6 @@
 """``python -m bench.run``: the orchestrator against plain tf-keras and KerasTuner, side by side.
 
-    python -m bench.run                      # the full benchmark (~10 min on 2 cores)
+    python -m bench.run                      # the full benchmark (~10-12 min on 2 cores)
     python -m bench.run --quick              # a ~3 min smoke run on 10k examples (numbers not comparable)
     python -m bench.run --gpus-per-worker 1  # (b)/(c) mirror one GPU per worker
     python -m bench.run --only a,b           # some sections only
