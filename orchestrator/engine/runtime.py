@@ -84,7 +84,8 @@ def _start_local_ray(attempts: int = 5) -> None:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         try:
-            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+            # address="local": a new Ray, never one that `ray start` recorded in /tmp/ray.
+            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                      log_to_driver=True,
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
             return
