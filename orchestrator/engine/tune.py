@@ -90,7 +90,9 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                   grace_period=min(s.asha.grace_period, search.base.training.epochs),
                                   reduction_factor=s.asha.reduction_factor)
     # Seeded like the trials: the same config draws the same trials.
-    algorithm = BasicVariantGenerator(random_state=search.base.seed)
+    # It must be told max_concurrent itself: given a search_alg, Tune ignores
+    # max_concurrent_trials for it and would start every trial at once.
+    algorithm = BasicVariantGenerator(random_state=search.base.seed, max_concurrent=max_concurrent)
     if s.algorithm == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
