@@ -30,7 +30,7 @@ def worker_runtime_env() -> dict:
 
 
 def prepare_process_env() -> None:
-    """Set the worker env vars in this (driver) process too: ``ray.train.tensorflow`` imports Keras."""
+    """Set the worker env vars in this (driver) process too; a local Ray's processes inherit them."""
     os.environ.update(WORKER_ENV_VARS)
     # Train V2 is the default in Ray 2.60; pin it so an inherited setting cannot flip APIs.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")

@@ -1,4 +1,4 @@
-"""One distributed training run: Ray Train V2 ``TensorflowTrainer`` over the worker loop.
+"""One distributed training run: a Ray Train V2 trainer (``TF_CONFIG`` backend) over the worker loop.
 
     $ orchestrator train --workers 2 --epochs 20
     ...
@@ -106,15 +106,18 @@ def check_resumable(run_dir: Path) -> None:
 def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
                  tensorboard_dir: str, hparams: Optional[dict] = None,
                  trial_name: Optional[str] = None, callbacks: Optional[list] = None):
-    """The TensorflowTrainer of one run (also what each Tune trial runs)."""
+    """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    # What ray.train.tensorflow.TensorflowTrainer is, minus its TensorFlow import (see tf_backend).
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from orchestrator.engine.roster import WorkerRoster
+    from orchestrator.engine.tf_backend import TFConfigBackendConfig
 
     scaling = spec.scaling
-    return TensorflowTrainer(
+    return DataParallelTrainer(
         train_loop,
+        backend_config=TFConfigBackendConfig(),
         train_loop_config={"spec": spec.model_dump(), "data": data_ref,
                            "tensorboard_dir": tensorboard_dir, "hparams": hparams,
                            "trial_name": trial_name},

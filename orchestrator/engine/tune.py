@@ -5,8 +5,8 @@
     best_model.keras  curves.png  summary.csv  summary.json  tensorboard/  trials/ ...
     $ tensorboard --logdir results/my-search/tensorboard     # one run per trial, HParams tab
 
-Each trial is a Tune function trainable that runs a ``TensorflowTrainer``
-(Ray Train V2's supported way) with ``TuneReportCallback`` forwarding every
+Each trial is a Tune function trainable that runs a Ray Train V2 trainer
+(Train V2's supported way; see ``train.make_trainer``) with ``TuneReportCallback`` forwarding every
 epoch to Tune. Early stopping works on two levels: Keras EarlyStopping inside a
 trial (its own patience) and ASHA across trials. MNIST is loaded once and
 shared with every trial and worker through the object store. Per-trial output
@@ -54,7 +54,7 @@ def trial_label(trial_id: str, hparams: dict) -> str:
 
 
 def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
-    """One Tune trial: a TensorflowTrainer over the trial's spec, reporting each epoch to Tune."""
+    """One Tune trial: a Ray Train run of the trial's spec, reporting each epoch to Tune."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 

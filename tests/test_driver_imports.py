@@ -1,0 +1,35 @@
+"""The driver launches runs without TensorFlow; the workers get the TF_CONFIG MWMS reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def test_building_a_run_or_a_trial_imports_no_tensorflow(tmp_path):
+    # A fresh interpreter: this test process may have imported TensorFlow already.
+    script = textwrap.dedent(f"""
+        import sys
+        import orchestrator.cli, orchestrator.engine.tune
+        from orchestrator.engine.train import make_trainer
+        from orchestrator.spec import ExperimentSpec
+        make_trainer(ExperimentSpec(), None, storage_path={str(tmp_path)!r}, name="run",
+                     tensorboard_dir={str(tmp_path / "tb")!r})
+        print(sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tf_config_names_every_worker_and_this_ones_index(monkeypatch):
+    from orchestrator.engine.tf_backend import _set_tf_config
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    addresses = ["10.0.0.5:41231", "10.0.0.6:39817"]
+    _set_tf_config(addresses, 1)
+    assert json.loads(os.environ["TF_CONFIG"]) == {
+        "cluster": {"worker": addresses}, "task": {"type": "worker", "index": 1}}
