@@ -22,6 +22,9 @@ and global batch (128), each in its own subprocess:
     epoch begin -> epoch end, validation included); "steady" is the mean of epochs
     2..N (epoch 1 also traces the graph). "cycle" is the time between two epoch
     starts (``history[*].started_at``): it adds the per-epoch checkpoint and report.
+(c') the floor under (c): ``bench.allreduce_floor`` times, in 2 bare MWMS processes
+    (no Ray, no Keras loop), one step's compute and one all-reduce of all the
+    weights; global batch / their sum is what no synchronous 2-worker run here can beat.
 (d) cold start: the ``orchestrator train`` subprocess's start -> its first epoch
     begun (``history[0].started_at``, the worker's wall clock), for (b) and (c).
 (e) ``orchestrator tune`` over ``jobs/configs/tune_mnist.yaml`` with the benchmark's
@@ -56,7 +59,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -155,66 +157,14 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _our_gcs_address(ray_tmpdir: str) -> Optional[str]:
-    """The GCS address of the Ray whose raylet runs under ``ray_tmpdir`` (ours), from /proc."""
-    for cmdline_file in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline_file.read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if not args or not args[0].endswith("/raylet") or not any(ray_tmpdir in a for a in args):
-            continue
-        for arg in args:
-            if arg.startswith("--gcs-address=") or arg.startswith("--gcs_address="):
-                return arg.split("=", 1)[1]
-    return None
-
-
-class PinRayAddress(threading.Thread):
-    """Write ``$RAY_TMPDIR/ray/ray_current_cluster`` for the Ray a subprocess starts, as `ray start` would.
-
-    Ray's State API, called inside Ray Train's actors without an address, finds
-    "its" cluster through that file, else by scanning the host for raylets: with
-    another Ray running on the same machine (other users, other tests) the scan
-    finds several and raises, Train's PlacementGroupCleaner dies, and a search
-    hangs after its trials waiting for CPUs that are never released. The file
-    lives in the benchmark's private RAY_TMPDIR, so it names only our cluster and
-    changes nothing that is measured.
-    """
-
-    def __init__(self, ray_tmpdir: str):
-        super().__init__(daemon=True)
-        self.address_file = Path(ray_tmpdir) / "ray" / "ray_current_cluster"
-        self.ray_tmpdir = ray_tmpdir
-        self.done = threading.Event()
-        self.address_file.unlink(missing_ok=True)
-
-    def run(self) -> None:
-        while not self.done.wait(0.2):
-            address = _our_gcs_address(self.ray_tmpdir)
-            if address:
-                self.address_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.address_file.with_suffix(".tmp")
-                tmp.write_text(address)
-                tmp.replace(self.address_file)
-                return
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(2)
-        self.address_file.unlink(missing_ok=True)
-
-
 def run_logged(label: str, cmd: list[str], env: dict, log_dir: Path, timeout: float) -> dict:
     """Run ``cmd`` in its own process group, output to ``log_dir/label.log``; wall-clock start/end."""
     log_path = log_dir / f"{label}.log"
     print(f"  [{label}] {' '.join(cmd[1:] if cmd[0] == sys.executable else cmd)}", flush=True)
-    pin = PinRayAddress(env["RAY_TMPDIR"])
     with open(log_path, "w") as log:
         started = time.time()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 start_new_session=True)
-        pin.start()
         try:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -223,8 +173,6 @@ def run_logged(label: str, cmd: list[str], env: dict, log_dir: Path, timeout: fl
         except KeyboardInterrupt:
             _stop(proc)
             raise
-        finally:
-            pin.stop()
     ended = time.time()
     status = "ok" if rc == 0 else ("timeout" if rc is None else f"exit {rc}")
     print(f"  [{label}] {status} in {ended - started:.1f} s (log: {log_path})", flush=True)
@@ -344,6 +292,16 @@ def section_train(label: str, workers: int, args, env, dirs, cores: int) -> dict
             "train_wall_s": result.get("wall_seconds"),
             "cold_start_s": history[0]["started_at"] - proc["started_at"] if history[0].get("started_at") else None,
             **epoch_figures(history, result["data"]["train"])}
+
+
+def section_c_floor(args, env, dirs) -> dict:
+    """(c') compute + one all-reduce per step for 2 MWMS processes, no Ray, no Keras loop: (c)'s ceiling."""
+    cmd = [sys.executable, "-m", "bench.allreduce_floor", "--global-batch", str(args.global_batch)]
+    proc = run_logged("c_floor", cmd, env, dirs["logs"], args.timeout)
+    if proc["rc"] != 0:
+        return {"error": proc["status"], "process": proc}
+    lines = Path(proc["log"]).read_text().strip().splitlines()
+    return {"process": proc, **json.loads(lines[-1])}
 
 
 def tune_config(args, dirs) -> Path:
@@ -483,6 +441,12 @@ def build_rows(r: dict) -> list[tuple]:
             ">= 0.70x" if target == "c" else "",
             thr_ratio >= TARGETS["c_throughput_ratio"] if target == "c" and thr_ratio else None)
         row(f"{tag}: samples/s, all epochs", s["samples_per_s_all"], a.get("samples_per_s_all"))
+    floor = r["sections"].get("c_floor") or {}
+    if floor and "error" not in floor:
+        row(f"(c') 2-process step floor ms: compute {floor['compute_ms']:.2f} + all-reduce "
+            f"{floor['all_reduce_ms']:.2f}", floor["step_floor_ms"])
+        row("(c') floor samples/s (no Ray, no Keras loop)", floor["floor_samples_per_s"],
+            a.get("steady_samples_per_s"))
     for key, s in (("b", b), ("c", c)):
         if s and s.get("cold_start_s") is not None:
             row(f"(d) cold start s, {s['workers']} worker(s)", s["cold_start_s"], a.get("cold_start_s"),
@@ -612,6 +576,8 @@ def main(argv=None) -> int:
         sections["b"] = section_train("b_1worker", 1, args, env, dirs, machine["cores"])
     if "c" in args.only or "d" in args.only:
         sections["c"] = section_train("c_2workers", 2, args, env, dirs, machine["cores"])
+        if "c" in args.only and not args.gpus_per_worker:
+            sections["c_floor"] = section_c_floor(args, env, dirs)
     if "e" in args.only or "f" in args.only:
         config_path = tune_config(args, dirs)
         if "e" in args.only:
