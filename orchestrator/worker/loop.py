@@ -9,8 +9,8 @@ this function in each with the same ``config``::
      "hparams": {...} | None, "trial_name": str | None}
 
 Each worker builds the model inside ``MultiWorkerMirroredStrategy.scope()``
-(mirroring over all of its local GPUs, if it has any; a run of one worker uses
-``MirroredStrategy``, or no mirroring on one device), restores the latest
+(mirroring over all of its local GPUs, if it has any; see :func:`_strategy`
+for a run of one worker), restores the latest
 checkpoint when Ray Train restarts the group after a failure, and trains with
 the tutorial's callbacks, reporting every epoch to Ray.
 """

@@ -42,7 +42,7 @@ def compile_model(model: tf.keras.Model, spec: ExperimentSpec) -> tf.keras.Model
     # result() already aggregates over all replicas, so every worker holds the same
     # global value and the first local one is the answer (the logs stay identical on
     # all workers, so EarlyStopping and ModelCheckpoint still agree). Measured with
-    # 2 MWMS workers on 2 cores: ~20% shorter epochs (bench/allreduce_floor.py).
+    # 2 MWMS workers on 2 cores: ~20% shorter epochs (README, Benchmark).
     model.distribute_reduction_method = "first"
     return model
 
