@@ -108,9 +108,14 @@ def test_one_tensorboard_run_per_trial_with_scalars_and_hparams(search_result):
         run = root / row["label"]
         assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["train", "validation"]
         validation = EventAccumulator(str(run / "validation"), size_guidance={"tensors": 0}).Reload()
-        # ASHA stops a trial asynchronously: its workers may finish one more epoch
-        # (in TensorBoard) after the result Tune acted on.
-        assert row["epochs_run"] <= len(validation.Tensors("epoch_loss")) <= row["epochs_run"] + 1
+        logged_epochs = len(validation.Tensors("epoch_loss"))
+        if row["stop_reason"].startswith("asha"):
+            # ASHA stops a trial asynchronously: until the stop reaches its workers they
+            # train on, and log, epochs after the result Tune acted on (how many depends
+            # on epoch length against the stop's latency, not on a bound Ray gives).
+            assert row["epochs_run"] <= logged_epochs <= SEARCH_CONFIG["training"]["epochs"]
+        else:  # the trial ended by itself: Tune saw every epoch it trained
+            assert logged_epochs == row["epochs_run"], row
         session = EventAccumulator(str(run), size_guidance={"tensors": 0}).Reload()
         plugin_tags = session.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
         assert hparams_metadata.SESSION_START_INFO_TAG in plugin_tags
