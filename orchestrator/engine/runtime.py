@@ -11,13 +11,12 @@ to release a stopped trial's workers, and nothing here listens beyond loopback::
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 from orchestrator.errors import UserError
 
@@ -39,19 +38,11 @@ def prepare_process_env() -> None:
     # long instead of Train's 60 s; each failure counts against max_failures. Processes
     # of a local Ray started here inherit it; set it on the nodes of a real cluster.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
-
-
-@contextlib.contextmanager
-def env_default(name: str, value: str) -> Iterator[None]:
-    """``name=value`` in this process while the block runs, unless ``name`` is set already."""
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
+    # Train's controller collects reports by polling the workers (default every 2 s), and
+    # a worker's next report blocks until its last one was collected: with epochs under
+    # 2 s every epoch waited for the poll (measured, 1 worker, 5 epochs of 0.7 s: 19.7 s
+    # -> 12.6 s at 0.5 s). Train passes this on to its controller, as the timeout above.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def connect(address: Optional[str] = None) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.errors import UserError
-from orchestrator.engine.runtime import WorkerShape, check_fits, connect, env_default, worker_runtime_env
+from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
 from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
@@ -256,15 +256,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     started = time.time()
     trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))
-    # Train's controller collects reports by polling the workers (default every 2 s), and a
-    # worker's next report blocks until its last one was collected: with epochs under 2 s,
-    # every epoch waited for the poll (measured, 1 worker, 5 epochs of 0.7 s: 19.7 s -> 12.6 s
-    # at 0.5 s). Train hands the setting to its controller when fit() starts it. A search
-    # keeps Ray's 2 s: ASHA's stops reach a trial's workers asynchronously, and the blocking
-    # report keeps them within about an epoch of what Tune has seen; at 0.5 s a stopped trial
-    # trained and logged epochs that its search never saw.
-    with env_default("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"):
-        result = fit_or_explain(trainer, spec, f"run {name!r}")
+    result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
 
     final_checkpoint = result.checkpoint
