@@ -40,8 +40,9 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _worker(rank: int, ports: list[int], global_batch: int, repeats: int) -> None:
-    os.environ["TF_CONFIG"] = json.dumps({
-        "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": rank}})
+    from orchestrator.engine.tf_backend import set_tf_config
+
+    set_tf_config([f"127.0.0.1:{p}" for p in ports], rank)
     import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     import tensorflow as tf
 

@@ -26,10 +26,10 @@ def test_building_a_run_or_a_trial_imports_no_tensorflow(tmp_path):
 
 
 def test_tf_config_names_every_worker_and_this_ones_index(monkeypatch):
-    from orchestrator.engine.tf_backend import _set_tf_config
+    from orchestrator.engine.tf_backend import set_tf_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     addresses = ["10.0.0.5:41231", "10.0.0.6:39817"]
-    _set_tf_config(addresses, 1)
+    set_tf_config(addresses, 1)
     assert json.loads(os.environ["TF_CONFIG"]) == {
         "cluster": {"worker": addresses}, "task": {"type": "worker", "index": 1}}

@@ -37,7 +37,8 @@ def _worker_address() -> str:
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def _set_tf_config(worker_addresses: list[str], index: int) -> None:
+def set_tf_config(worker_addresses: list[str], index: int) -> None:
+    """This process is worker ``index`` of ``worker_addresses`` (what MWMS reads at construction)."""
     os.environ["TF_CONFIG"] = json.dumps({
         "cluster": {"worker": worker_addresses},
         "task": {"type": "worker", "index": index},
@@ -48,7 +49,7 @@ class _TFConfigBackend(Backend):
     def on_start(self, worker_group, backend_config: "TFConfigBackendConfig") -> None:
         addresses = worker_group.execute(_worker_address)
         # One call per worker (its own index); ray.get surfaces any failure.
-        ray.get([worker_group.execute_single_async(i, _set_tf_config, worker_addresses=addresses, index=i)
+        ray.get([worker_group.execute_single_async(i, set_tf_config, worker_addresses=addresses, index=i)
                  for i in range(len(worker_group))])
 
 
