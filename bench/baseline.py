@@ -30,6 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--train-examples", type=int, default=None)
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--data", default=None)
+    parser.add_argument("--task", default="mnist_mlp", help="the task whose model and data are timed")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -39,21 +40,24 @@ def main(argv=None) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from orchestrator.spec import DataSpec, ExperimentSpec
-    from orchestrator.mnist import load_splits
+    from orchestrator.spec import build_spec
+    from orchestrator.tasks import resolve
 
-    defaults = ExperimentSpec()
-    splits, _ = load_splits(DataSpec(path=args.data, train_examples=args.train_examples))
-    x_train = splits.x_train.astype(np.float32) / 255.0
-    x_val = splits.x_val.astype(np.float32) / 255.0
+    # The model and data of the task, as the orchestrator's workers get them; the fit is plain Keras.
+    defaults = build_spec({"task": {"name": args.task, **({"path": args.data} if args.data else {})},
+                           "data": {"train_examples": args.train_examples}})
+    task = resolve(defaults.task)
+    splits = task.task.arrays(task.params, defaults.data.caps(), args.task)
+
+    def prepared(x):
+        return task.task.preprocess(tf.constant(x)).numpy() if task.task.preprocess else x
+
+    x_train, x_val = prepared(splits.x_train), prepared(splits.x_val)
 
     tf.keras.utils.set_random_seed(args.seed)
-    model = tf.keras.Sequential(
-        [tf.keras.layers.Flatten(input_shape=(28, 28))]
-        + [tf.keras.layers.Dense(u, activation="relu") for u in defaults.model.hidden_units]
-        + [tf.keras.layers.Dense(10, activation="softmax")])
+    model = task.task.build_model(task.params)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=defaults.optimizer.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  loss=task.task.loss, metrics=list(task.task.metrics),
                   steps_per_execution=args.steps_per_execution)
 
     history: list[dict] = []
@@ -70,7 +74,7 @@ def main(argv=None) -> None:
 
     model.fit(x_train, splits.y_train, batch_size=args.global_batch, epochs=args.epochs,
               validation_data=(x_val, splits.y_val), shuffle=True, verbose=2, callbacks=[EpochTimer()])
-    test_loss, test_accuracy = model.evaluate(splits.x_test.astype(np.float32) / 255.0, splits.y_test,
+    test_loss, test_accuracy = model.evaluate(prepared(splits.x_test), splits.y_test,
                                               batch_size=args.global_batch, verbose=0)
     with open(args.out, "w") as f:
         json.dump({"process_started_at": STARTED_AT, "history": history, "train_examples": len(x_train),

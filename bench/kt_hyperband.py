@@ -46,15 +46,22 @@ def main(argv=None) -> None:
     import keras
     import keras_tuner as kt
 
-    from orchestrator.mnist import load_splits
+    import tensorflow as tf
+
     from orchestrator.search_space import Domain, load_search
     from orchestrator.spec import read_yaml
+    from orchestrator.tasks import resolve
 
     search = load_search(read_yaml(args.config))
     base = search.base
-    splits, _ = load_splits(base.data)
-    x_train = splits.x_train.astype(np.float32) / 255.0
-    x_val = splits.x_val.astype(np.float32) / 255.0
+    # The search's task builds the model (here under Keras 3) and loads the data, as in the orchestrator.
+    task = resolve(base.task)
+    splits = task.task.arrays(task.params, base.data.caps(), base.task.name)
+
+    def prepared(x):
+        return task.task.preprocess(tf.constant(x)).numpy() if task.task.preprocess else x
+
+    x_train, x_val = prepared(splits.x_train), prepared(splits.x_val)
     batch = base.global_batch_size(base.scaling.workers * max(1, base.scaling.gpus_per_worker))
 
     def sample(hp, name: str, value):
@@ -105,14 +112,12 @@ def main(argv=None) -> None:
     class MnistHyperModel(kt.HyperModel):
         def build(self, hp):
             spec = search.trial_spec(trial_config(hp))
-            layers = [keras.Input((28, 28)), keras.layers.Flatten()]
-            layers += [keras.layers.Dense(u, activation="relu") for u in spec.model.hidden_units]
-            layers.append(keras.layers.Dense(10, activation="softmax"))
-            model = keras.Sequential(layers)
+            trial_task = resolve(spec.task)
+            model = trial_task.task.build_model(trial_task.params)
             opt = spec.optimizer
             optimizer = (keras.optimizers.SGD(opt.learning_rate, momentum=opt.momentum) if opt.name == "sgd"
                          else keras.optimizers.Adam(opt.learning_rate))
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+            model.compile(optimizer=optimizer, loss=trial_task.task.loss, metrics=list(trial_task.task.metrics),
                           steps_per_execution=spec.training.steps_per_execution)
             return model
 

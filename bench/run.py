@@ -251,10 +251,13 @@ def section_a(args, env, dirs, steps_per_execution: int = 1) -> dict:
             **epoch_figures(history, data["train_examples"])}
 
 
+def _task_config(args) -> dict:
+    """The task section: the default task (the tutorial's MLP), reading --data if given."""
+    return {"name": "mnist_mlp", **({"path": args.data} if args.data else {})}
+
+
 def _data_config(args) -> dict:
     data: dict = {}
-    if args.data:
-        data["path"] = args.data
     if args.train_examples:
         data["train_examples"] = args.train_examples
     if args.validation_examples:
@@ -272,7 +275,7 @@ def section_train(label: str, workers: int, args, env, dirs, cores: int) -> dict
         training["steps_per_execution"] = args.steps_per_execution
     config = {"training": training,
               "scaling": {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": args.gpus_per_worker},
-              "data": _data_config(args)}
+              "task": _task_config(args), "data": _data_config(args)}
     config_path = dirs["runs"] / f"{label}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     name = f"bench-{label}"
@@ -308,6 +311,7 @@ def tune_config(args, dirs) -> Path:
     """jobs/configs/tune_mnist.yaml with the benchmark's data, trials and epochs."""
     config = yaml.safe_load(TUNE_CONFIG.read_text())
     config["data"] = {**(config.get("data") or {}), **_data_config(args)}
+    config["task"] = _task_config(args)
     workers = (config.get("search") or {}).get("workers_per_trial") or (config.get("scaling") or {}).get("workers", 1)
     config["training"] = {**config["training"], "epochs": args.search_epochs,
                           "batch_size_per_worker": args.global_batch // workers}

@@ -1,6 +1,8 @@
 """The ``orchestrator`` command: distributed Keras training and search on Ray.
 
-    orchestrator train --workers 2 --epochs 20                 # local Ray, full MNIST
+    orchestrator train --workers 2 --epochs 20                 # local Ray, the tutorial's MNIST MLP
+    orchestrator train --task mnist_cnn --workers 2            # another built-in task
+    orchestrator train --task my_task.py:task --task-param units=256   # your own model and data
     orchestrator train --config jobs/configs/train_mnist.yaml --name run1
     orchestrator train --name run1 --resume                    # after Ctrl-C or a crash
     orchestrator tune --config jobs/configs/tune_mnist.yaml --samples 16 --name my-search
@@ -66,8 +68,14 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--cpus-per-worker", type=float, help="CPUs per worker (default 1)."),
         click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner)."),
         click.option("--batch-size", type=int, help="Batch size per replica; global = this x replicas."),
+        click.option("--task", "task_name",
+                     help="What to train: a built-in (mnist_mlp, the default; mnist_cnn), "
+                          "package.module:attr, or path/file.py:attr."),
+        click.option("--task-param", "task_params", multiple=True, metavar="KEY=VALUE",
+                     help="Set a task parameter (repeatable), e.g. --task-param dropout=0.3."),
         click.option("--data", "data_path", type=click.Path(dir_okay=False),
-                     help="MNIST .npz (default: the Keras cache, else download)."),
+                     help="The task's `path` parameter: for the MNIST tasks, an mnist.npz "
+                          "(default: the Keras cache, else download)."),
         click.option("--storage", help="Results directory (default: results)."),
         click.option("--name", help="Run name: results go to <storage>/<name>."),
         click.option("--seed", type=int, help="Random seed (default 42)."),
@@ -84,10 +92,26 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     mapping = {
         "gpus_per_worker": "scaling.gpus_per_worker", "cpus_per_worker": "scaling.cpus_per_worker",
         "epochs": "training.epochs", "batch_size": "training.batch_size_per_worker",
-        "data_path": "data.path", "storage": "storage", "name": "name", "seed": "seed",
-        "workers": "scaling.workers",
+        "task_name": "task.name", "data_path": "task.path", "storage": "storage", "name": "name",
+        "seed": "seed", "workers": "scaling.workers",
     }
-    return {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
+    out = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
+    for item in flags.get("task_params") or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--task-param {item!r}: expected KEY=VALUE (valid example: --task-param dropout=0.3)")
+        out[f"task.{key.strip()}"] = _scalar(value)
+    return out
+
+
+def _scalar(text: str) -> Any:
+    """A command-line value as YAML reads it: 0.3 -> float, [64,32] -> list, none -> None."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +126,7 @@ def cli() -> None:
 @_user_errors
 def train(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
           **flags: Any) -> None:
-    """Train the MNIST MLP on Ray Train workers; writes <storage>/<name>/result.json."""
+    """Train a task (default: the tutorial's MNIST MLP) on Ray Train workers; writes <storage>/<name>/result.json."""
     from orchestrator.spec import load_spec
 
     spec = load_spec(config_path, _overrides(**flags))

@@ -174,7 +174,8 @@ class Search:
         """Build a spec from the edges of every domain, so a bad bound fails now, not in trial 7."""
         for key, value in self.fields.items():
             for candidate in (value.candidates() if isinstance(value, Domain) else [value]):
-                self._build({key: candidate}, None, {}, where=f"search.space.{key}")
+                self._check_task(self._build({key: candidate}, None, {}, where=f"search.space.{key}"),
+                                 where=f"search.space.{key}")
         for family, params in self.schedules.items():
             choices = {n: (v.candidates() if isinstance(v, Domain) else [v]) for n, v in params.items()}
             for name, values in choices.items():
@@ -182,6 +183,16 @@ class Search:
                     self._build({}, family, {name: candidate}, where=f"search.space.{SCHEDULE_KEY}.{family}")
             if not choices:
                 self._build({}, family, {}, where=f"search.space.{SCHEDULE_KEY}.{family}")
+
+    @staticmethod
+    def _check_task(spec: ExperimentSpec, where: str) -> None:
+        """The task's own parameters (``task.dropout`` ...) are declared by the task, not the spec."""
+        from orchestrator.tasks import resolve
+
+        try:
+            resolve(spec.task)
+        except UserError as err:
+            raise UserError(f"{where} -> {err}") from None
 
     def _build(self, fields: dict, family: Optional[str], params: dict, where: str) -> ExperimentSpec:
         config = copy.deepcopy(self._base_config)

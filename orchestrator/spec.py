@@ -34,17 +34,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(_Section):
-    """The tutorial's MLP: Flatten(28x28) -> Dense hidden layers (ReLU) -> Dense 10 softmax."""
+class TaskSpec(BaseModel):
+    """Which task to train and its parameters: ``task: {name: mnist_cnn, dropout: 0.3}`` or ``task: mnist_cnn``.
 
-    hidden_units: list[int] = Field([256, 64, 32], min_length=1, examples=[[256, 64, 32]])
+    ``name`` is a built-in (``mnist_mlp``, the default; ``mnist_cnn``),
+    ``package.module:attr`` or ``path/file.py:attr``; every other key is a
+    parameter the task declares (checked against it by ``orchestrator.tasks``).
+    """
 
-    @field_validator("hidden_units")
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field("mnist_mlp", min_length=1, examples=["mnist_mlp"])
+
+    @model_validator(mode="before")
     @classmethod
-    def _positive_units(cls, units: list[int]) -> list[int]:
-        if any(u < 1 for u in units):
-            raise ValueError("every layer needs at least 1 unit")
-        return units
+    def _name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class OptimizerSpec(_Section):
@@ -94,22 +102,20 @@ class ScalingSpec(_Section):
 
 
 class DataSpec(_Section):
-    """Where MNIST comes from and how much of it a run uses.
+    """How much of the task's data a run uses: the first N examples of each split (all by default).
 
-    The validation set is the last ``validation_examples`` of MNIST's 60k
-    training split; the test set is MNIST's own 10k test split.
+    What the splits are, and how large, is the task's business (e.g. MNIST holds
+    out the last 10000 training images to validate); a cap larger than its split
+    is refused when the data is loaded.
     """
 
-    path: Optional[str] = Field(None, examples=["data/mnist.npz"])
     train_examples: Optional[int] = Field(None, ge=1, examples=[50000])
-    validation_examples: int = Field(10000, ge=1, le=59999, examples=[10000])
-    test_examples: Optional[int] = Field(None, ge=1, le=10000, examples=[10000])
+    validation_examples: Optional[int] = Field(None, ge=1, examples=[10000])
+    test_examples: Optional[int] = Field(None, ge=1, examples=[10000])
 
-    @model_validator(mode="after")
-    def _fits_mnist(self):
-        if self.train_examples and self.train_examples + self.validation_examples > 60000:
-            raise ValueError("train_examples: train_examples + validation_examples must be <= 60000")
-        return self
+    def caps(self) -> dict[str, Optional[int]]:
+        return {"train": self.train_examples, "validation": self.validation_examples,
+                "test": self.test_examples}
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -121,7 +127,7 @@ class ExperimentSpec(_Section):
     name: Optional[str] = Field(None, examples=["mnist-mlp"])
     storage: str = Field("results", examples=["results"])
     seed: int = Field(42, ge=0, examples=[42])
-    model: ModelSpec = ModelSpec()
+    task: TaskSpec = TaskSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     training: TrainingSpec = TrainingSpec()
     lr_schedule: Schedule = HoldThenExpDecay()
@@ -231,6 +237,8 @@ def read_yaml(path: str | Path) -> dict:
 def set_path(config: dict, dotted: str, value: Any) -> dict:
     """Return a copy of ``config`` with ``a.b.c`` set to ``value`` (for CLI overrides)."""
     out = copy.deepcopy(config)
+    if dotted.startswith("task.") and isinstance(out.get("task"), str):
+        out["task"] = {"name": out["task"]}  # `task: mnist_cnn` is short for `task: {name: mnist_cnn}`
     node = out
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -254,6 +262,6 @@ def load_spec(path: Optional[str | Path] = None, overrides: Optional[dict[str, A
     config = read_yaml(path) if path else {}
     config.pop("search", None)  # a search config's space is validated by search_space
     for dotted, value in (overrides or {}).items():
-        if value is not None:
+        if value is not None or dotted.startswith("task."):
             config = set_path(config, dotted, value)
     return build_spec(config)

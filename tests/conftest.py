@@ -62,7 +62,7 @@ def error_of(fn, *args, **kwargs) -> str:
 
 
 def validation_loss_of(weights: Path, mnist_path: Path, validation_examples: int = 1000) -> float:
-    """val_loss of saved weights on the last ``validation_examples`` of MNIST's training split.
+    """val_loss of saved weights on the first ``validation_examples`` of the mnist_mlp task's validation split.
 
     Reloaded in a fresh process with plain tf-keras and ``model.load_weights``,
     as the tutorial does, so nothing of the run's processes is reused.
@@ -70,14 +70,21 @@ def validation_loss_of(weights: Path, mnist_path: Path, validation_examples: int
     code = f"""
 import os; os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
-from orchestrator.spec import build_spec
-from orchestrator.worker.model import build_compiled_model
+from orchestrator.tasks import load
 d = np.load({str(mnist_path)!r})
-x = d["x_train"][-{validation_examples}:].astype("float32") / 255.0
-y = d["y_train"][-{validation_examples}:]
-model = build_compiled_model(build_spec({{}}))
+x = d["x_train"][50000:50000 + {validation_examples}].astype("float32") / 255.0  # MNIST holds out the last 10000
+y = d["y_train"][50000:50000 + {validation_examples}]
+task = load("mnist_mlp")
+model = task.build_model(task.parse_params({{}}, "mnist_mlp"))
+model.compile(loss="sparse_categorical_crossentropy")
 model.load_weights({str(weights)!r})
 print(model.evaluate(x, y, batch_size=1000, verbose=0)[0])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_cli(argv: list[str], cwd: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``orchestrator ARGV`` in a fresh process, as a user runs it from ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)

@@ -9,13 +9,12 @@ local Ray and must still fail fast.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 GOOD_TUNE = """
 training: {epochs: 2}
@@ -109,11 +108,6 @@ CASES = [
     ("name-with-slash", lambda t: ["train", "--name", "a/b"], "name: must be letters"),
     ("tune-without-config", lambda t: ["tune"], "tune needs --config"),
 ]
-
-
-def run_cli(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("case, argv, expected", CASES, ids=[c[0] for c in CASES])

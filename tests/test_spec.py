@@ -23,7 +23,7 @@ def write_yaml(tmp_path, data, name="config.yaml"):
 
 def test_defaults_are_the_tutorials():
     spec = load_spec()
-    assert spec.model.hidden_units == [256, 64, 32]
+    assert spec.task.name == "mnist_mlp" and spec.task.params == {}
     assert spec.optimizer.name == "adam"
     assert spec.optimizer.learning_rate == 1e-3
     assert isinstance(spec.lr_schedule, HoldThenExpDecay)
@@ -76,13 +76,13 @@ def test_overrides_win_over_yaml_and_none_overrides_are_ignored(tmp_path):
         "training.epochs": 5,            # overrides the YAML
         "scaling.workers": None,         # a flag not given: YAML value stays
         "optimizer.learning_rate": 0.01,  # a section the YAML does not have
-        "data.path": "some/mnist.npz",
+        "task.path": "some/mnist.npz",
     })
     assert spec.training.epochs == 5
     assert spec.training.batch_size_per_worker == 64
     assert spec.scaling.workers == 3
     assert spec.optimizer.learning_rate == 0.01
-    assert spec.data.path == "some/mnist.npz"
+    assert spec.task.params == {"path": "some/mnist.npz"}
 
 
 def test_overrides_without_a_file():
@@ -138,12 +138,12 @@ BAD_CONFIGS = [
     pytest.param({"optimizer": {"name": "rmsprop"}}, "optimizer.name", ["rmsprop", "adam", "sgd"],
                  id="bad-optimizer"),
     pytest.param({"name": "team/run"}, "name", ["/", "mnist-mlp"], id="name-with-slash"),
-    pytest.param({"data": {"validation_examples": 60000}}, "data.validation_examples",
-                 ["60000", "valid example"], id="validation-examples-60000"),
+    pytest.param({"data": {"validation_examples": 0}}, "data.validation_examples",
+                 ["greater than or equal to 1", "valid example"], id="validation-examples-0"),
     pytest.param({"lr_schedule": {"name": "hold_then_exp_decay", "rate": 0}}, "lr_schedule.rate",
                  ["valid example"], id="schedule-rate-0"),
-    pytest.param({"model": {"hidden_units": [256, 0]}}, "model.hidden_units", ["valid example"],
-                 id="hidden-units-0"),
+    pytest.param({"task": {"name": ""}}, "task.name", ["at least 1 character", "valid example"],
+                 id="task-name-empty"),
 ]
 
 

@@ -11,6 +11,8 @@ each Tune trial runs, :func:`evaluate_checkpoints` scores a best checkpoint.
 
 from __future__ import annotations
 
+import os
+import contextlib
 import shutil
 import signal
 import threading
@@ -23,7 +25,9 @@ from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker
 from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
+from orchestrator.contract import TASK_ERROR_FILE, Trial, WorkerConfig
 from orchestrator.spec import ExperimentSpec
+from orchestrator.tasks import Resolved, TaskRef, resolve
 
 RESULT_FILE = "result.json"
 EXPORT_FILE = "best_model.keras"
@@ -68,7 +72,12 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
     if overwrite and resume:
         raise UserError("--resume and --overwrite contradict each other; pick one")
     if run_dir.exists() and overwrite:
-        shutil.rmtree(run_dir)
+        # Kept aside until the new run is under way: bad input found later (a task
+        # that cannot train) puts the old run back untouched (see `replaced_run`).
+        aside = _aside(run_dir)
+        if aside.exists():
+            shutil.rmtree(aside)  # left by an overwrite whose driver was killed
+        os.replace(run_dir, aside)
     elif resume and not run_dir.exists():
         raise UserError(f"nothing to resume: no {what} named {name!r} under {run_dir.parent}")
     elif (run_dir / finished_marker).exists() and not overwrite:
@@ -79,6 +88,26 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
                         "pass --resume to continue it, or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _aside(run_dir: Path) -> Path:
+    return run_dir.with_name(f".{run_dir.name}.replaced")
+
+
+@contextlib.contextmanager
+def replaced_run(run_dir: Path):
+    """Around a run started with ``--overwrite``: a UserError puts the replaced run back, else it is deleted."""
+    aside = _aside(run_dir)
+    try:
+        yield
+    except UserError:
+        if aside.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(aside, run_dir)
+        raise
+    finally:
+        if aside.exists():
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def check_resumable(run_dir: Path) -> None:
@@ -103,9 +132,8 @@ def check_resumable(run_dir: Path) -> None:
                         f"({type(exc).__name__}: {exc}); pass --overwrite to start over") from None
 
 
-def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
-                 tensorboard_dir: str, hparams: Optional[dict] = None,
-                 trial_name: Optional[str] = None, callbacks: Optional[list] = None):
+def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path: str, name: str,
+                 tensorboard_dir: str, trial: Optional[Trial] = None, callbacks: Optional[list] = None):
     """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     # What ray.train.tensorflow.TensorflowTrainer is, minus its TensorFlow import (see tf_backend).
@@ -118,9 +146,8 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
     return DataParallelTrainer(
         train_loop,
         backend_config=TFConfigBackendConfig(),
-        train_loop_config={"spec": spec.model_dump(), "data": data_ref,
-                           "tensorboard_dir": tensorboard_dir, "hparams": hparams,
-                           "trial_name": trial_name},
+        train_loop_config=WorkerConfig(spec=spec, task=task, data=data_ref, run_dir=str(Path(storage_path) / name),
+                                       tensorboard_dir=tensorboard_dir, trial=trial).as_train_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.gpus_per_worker > 0,
             resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker},
@@ -182,7 +209,9 @@ def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
     interrupted = _note_ctrl_c(trainer)
     previous = signal.getsignal(signal.SIGINT)
     try:
-        return trainer.fit()
+        result = trainer.fit()
+        raise_task_error(result.metrics, Path(trainer.run_config.storage_path) / trainer.run_config.name)
+        return result
     except SystemExit:
         if interrupted:
             raise KeyboardInterrupt("SIGINT") from None
@@ -198,6 +227,17 @@ def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
             signal.signal(signal.SIGINT, previous)
 
 
+def raise_task_error(metrics: Optional[dict], run_dir: Optional[Path] = None) -> None:
+    """The workers' verdict that the task cannot train (see worker.preflight), as a one-line UserError."""
+    if metrics and metrics.get("task_error"):
+        raise UserError(metrics["task_error"])
+    verdict = run_dir / TASK_ERROR_FILE if run_dir is not None else None
+    if verdict is not None and verdict.exists():
+        message = verdict.read_text()
+        verdict.unlink()
+        raise UserError(message)
+
+
 def best_of(best_checkpoints: list, monitor: str, mode: str):
     """(checkpoint, metrics) with the best ``monitor`` among Ray's kept checkpoints."""
     scored = [(c, m) for c, m in best_checkpoints if m.get(monitor) is not None]
@@ -207,28 +247,32 @@ def best_of(best_checkpoints: list, monitor: str, mode: str):
     return pick(scored, key=lambda cm: cm[1][monitor])
 
 
-def evaluate_checkpoints(spec: ExperimentSpec, final_checkpoint, best_checkpoint, data_ref,
+def evaluate_checkpoints(spec: ExperimentSpec, task: TaskRef, final_checkpoint, best_checkpoint, data_ref,
                          export_path: Optional[str]) -> dict:
     """Run the before/after test evaluation (and export) in one Ray task with TensorFlow."""
     import ray
 
     @ray.remote(num_cpus=1, runtime_env=worker_runtime_env())
-    def evaluate(spec_dict, final_ckpt, best_ckpt, splits, export):
+    def evaluate(spec, task_ref, final_ckpt, best_ckpt, arrays, export):
         from orchestrator.worker.evaluate import evaluate_and_export
 
         with final_ckpt.as_directory() as final_dir, best_ckpt.as_directory() as best_dir:
-            return evaluate_and_export(spec_dict, final_dir, best_dir, splits, export)
+            return evaluate_and_export(spec, task_ref, final_dir, best_dir, arrays, export)
 
-    return ray.get(evaluate.remote(spec.model_dump(), final_checkpoint, best_checkpoint,
-                                   data_ref, export_path))
+    return ray.get(evaluate.remote(spec, task, final_checkpoint, best_checkpoint, data_ref, export_path))
 
 
-def load_data(spec: ExperimentSpec):
-    """Load and check MNIST on the driver: (splits, description). Before Ray starts, so bad data fails fast."""
-    from orchestrator.mnist import load_splits
+def load_data(spec: ExperimentSpec) -> tuple[Resolved, Optional[object], dict]:
+    """Find the task and load its arrays on the driver, before Ray starts, so bad input fails fast.
 
-    splits, source = load_splits(spec.data)
-    return splits, {"source": source, **splits.sizes()}
+    Returns the task, its ``Arrays`` (None when workers read their own shards
+    through the task's input function) and what to record about the data.
+    """
+    task = resolve(spec.task)
+    if task.task.per_worker_input:
+        return task, None, {"task": spec.task.name, "input": "input_fn (each worker reads its shard)"}
+    arrays = task.task.arrays(task.params, spec.data.caps(), spec.task.name)
+    return task, arrays, {"task": spec.task.name, **arrays.sizes()}
 
 
 def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool = False,
@@ -239,22 +283,29 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     checkpoint); then Ray is joined (``address``) or started, and the cluster
     is checked to hold the workers.
     """
-    import ray
-
     name = spec.name or default_name("train")
     spec = spec.model_copy(update={"name": name})
+    task, arrays, data_info = load_data(spec)  # before the run dir is touched: bad input changes nothing
     run_dir = prepare_run_dir(spec.storage, name, resume=resume, overwrite=overwrite)
+    with replaced_run(run_dir):
+        return _train(spec, task, arrays, data_info, run_dir, resume=resume, address=address)
+
+
+def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_dir: Path, *, resume: bool,
+           address: Optional[str]) -> dict:
+    import ray
+
+    name = spec.name
     if resume:
         check_resumable(run_dir)
-    splits, data_info = load_data(spec)
     connect(address)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
-    data_ref = ray.put(splits)
-    del splits  # the object store holds it now
+    data_ref = ray.put(arrays) if arrays is not None else None
+    del arrays  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR
     started = time.time()
-    trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
+    trainer = make_trainer(spec, task.ref, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))
     result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
@@ -267,7 +318,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     with final_checkpoint.as_directory() as directory:
         state = read_json(Path(directory) / STATE)
     history = state["history"]
-    evaluation = evaluate_checkpoints(spec, final_checkpoint, best_checkpoint, data_ref,
+    evaluation = evaluate_checkpoints(spec, task.ref, final_checkpoint, best_checkpoint, data_ref,
                                       str(run_dir / EXPORT_FILE))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
@@ -287,7 +338,8 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
         "evaluation": evaluation,
         "tensorboard_dir": str(tensorboard_dir),
         "wall_seconds": wall,
-        "samples_per_second": (data_info["train"] * len(history) / trained_seconds) if trained_seconds else None,
+        "samples_per_second": (data_info["train"] * len(history) / trained_seconds)
+        if trained_seconds and "train" in data_info else None,
     }
     write_json_atomic(run_dir / RESULT_FILE, out)
     out["result_file"] = str(run_dir / RESULT_FILE)

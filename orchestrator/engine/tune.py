@@ -25,13 +25,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ray.tune.stopper import Stopper
+
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect
+from orchestrator.contract import Trial
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
-                                       make_trainer, prepare_run_dir)
+                                       make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
 from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
+from orchestrator.tasks import TaskRef
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -63,18 +67,19 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
     label = trial_label(trial_id, hparams)
     spec = search.trial_spec(config, name=trial_id)
     trainer = make_trainer(
-        spec, data["ref"], storage_path=str(Path(run_dir) / TRIALS_DIR), name=trial_id,
-        tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / label),
-        hparams={k: v for k, v in hparams.items()}, trial_name=label,
+        spec, data["task"], data["ref"], storage_path=str(Path(run_dir) / TRIALS_DIR), name=trial_id,
+        tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / label), trial=Trial(label, dict(hparams)),
         callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
-def _trainable(search: Search, data_ref, run_dir: Path):
+def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     from ray import tune
 
-    # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays.
-    fn = tune.with_parameters(run_trial, search=search, data={"ref": data_ref}, run_dir=str(run_dir))
+    # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
+    # the task as the driver found it, so a trial on a node without the task's file runs it.
+    fn = tune.with_parameters(run_trial, search=search, data={"ref": data_ref, "task": task},
+                              run_dir=str(run_dir))
     return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
 
 
@@ -107,7 +112,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
                                     scheduler=scheduler, search_alg=algorithm,
                                     max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=StopOnTaskError(),
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
     )
 
@@ -220,7 +225,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
     return path
 
 
-def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
+def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_ref, wall: float,
               evaluate_best: bool = True) -> dict:
     metric, mode = search.search.metric, search.search.mode
     rows = [trial_row(result, search, run_dir) for result in result_grid]
@@ -242,8 +247,8 @@ def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
             trial_spec = search.trial_spec(next(r.config for r in result_grid
                                                 if trial_row_id(r) == best["trial_id"]))
             summary["evaluation"] = evaluate_checkpoints(
-                trial_spec, Checkpoint(best["final_checkpoint"]), Checkpoint(best["best_checkpoint"]),
-                data_ref, str(run_dir / EXPORT_FILE))
+                trial_spec, task, Checkpoint(best["final_checkpoint"]),
+                Checkpoint(best["best_checkpoint"]), data_ref, str(run_dir / EXPORT_FILE))
     summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
                "best_val_accuracy", "best_checkpoint"] + sorted({k for r in rows for k in r["config"]})
@@ -267,21 +272,29 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     Input is checked before Ray starts; then Ray is joined or started, and one
     trial is checked to fit the cluster.
     """
+    resolved, arrays, _ = load_data(search.base)  # before the run dir is touched: bad input changes nothing
+    run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
+                              finished_marker=SUMMARY_JSON, what="search")
+    with replaced_run(run_dir):
+        return _search(search, resolved.ref, arrays, run_dir, samples=samples, max_concurrent=max_concurrent, resume=resume,
+                       address=address)
+
+
+def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Optional[int], max_concurrent: Optional[int],
+            resume: bool, address: Optional[str]) -> dict:
     import ray
     from ray import tune
 
-    run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
-                              finished_marker=SUMMARY_JSON, what="search")
-    splits, _ = load_data(search.base)
+    name = run_dir.name
     connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
-    data_ref = ray.put(splits)
-    del splits
+    data_ref = ray.put(arrays) if arrays is not None else None
+    del arrays
     write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
-    trainable = _trainable(search, data_ref, run_dir)
+    trainable = _trainable(search, task, data_ref, run_dir)
     started = time.time()
     if resume and tune.Tuner.can_restore(str(run_dir)):
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True,
@@ -292,7 +305,23 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
         tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent)
     with ctrl_c_after_graceful_stop():
         result_grid = tuner.fit()
-    return summarize(result_grid, search, run_dir, data_ref, time.time() - started)
+    for result in result_grid:  # a task that cannot train stops the search at its first trial
+        raise_task_error(result.metrics)
+    return summarize(result_grid, search, task, run_dir, data_ref, time.time() - started)
+
+
+class StopOnTaskError(Stopper):
+    """A Tune stopper: the first trial whose workers found the task unusable ends the whole search."""
+
+    def __init__(self):
+        self.failed = False
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.failed = self.failed or bool(result.get("task_error"))
+        return self.failed
+
+    def stop_all(self) -> bool:
+        return self.failed
 
 
 @contextlib.contextmanager

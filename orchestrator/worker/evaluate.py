@@ -1,53 +1,60 @@
-"""The tutorial's before/after check, and the export of the best model.
+"""The tutorial's before/after check on the task's test split, and the export of the best model.
 
-Runs in one Ray task (no strategy): the test set is scored with the final
+Runs in one Ray task (no strategy): the test split is scored with the final
 weights, then the best checkpoint is reloaded with ``load_weights`` and scored
 again, and the best model is saved as a ``.keras`` file that plain
-``tf.keras.models.load_model`` opens without this project.
+``tf.keras.models.load_model`` opens without this project (unless the task's
+model has custom layers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 import tensorflow as tf
 
-from orchestrator.mnist import MnistSplits
+from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
 from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
-from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
-from orchestrator.worker.datasets import scale
+from orchestrator.tasks import TaskRef, load
+from orchestrator.worker.datasets import test_dataset
 from orchestrator.worker.model import build_compiled_model
 
-
-def _score(model: tf.keras.Model, splits: MnistSplits, batch: int) -> dict:
-    loss, accuracy = model.evaluate(scale(splits.x_test), splits.y_test, batch_size=batch, verbose=0)
-    return {"loss": float(loss), "accuracy": float(accuracy)}
+EVAL_BATCH = 1024
 
 
-def evaluate_and_export(spec: dict, final_dir: str, best_dir: str, splits: MnistSplits,
-                        export_path: str | None) -> dict:
+def _score(model: tf.keras.Model, dataset) -> dict:
+    values = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in values.items()}
+
+
+def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str, best_dir: str, arrays,
+                        export_path: Optional[str]) -> dict:
     """Score final weights, reload the best with ``load_weights``, score again, export it.
 
     Args:
-        spec: the run's ExperimentSpec as a dict.
+        spec: the run's spec.
+        task_ref: the run's task.
         final_dir: the latest checkpoint's directory (final weights).
         best_dir: the best checkpoint's directory.
-        splits: MNIST, from the object store.
+        arrays: the task's Arrays from the object store (None for an input-function task).
         export_path: where to save the best model (``.keras``); None to skip.
     """
-    spec = ExperimentSpec.model_validate(spec)
+    task = load(task_ref)
+    params = task.parse_params(spec.task.params, spec.task.name)
     tf.keras.utils.set_random_seed(spec.seed)
-    model = build_compiled_model(spec)
-    batch = 1024
+    model = build_compiled_model(spec, task, params)
+    dataset = test_dataset(task, params, arrays, EVAL_BATCH)
     model.load_weights(str(Path(final_dir) / WEIGHTS))
-    final = _score(model, splits, batch)
+    final = _score(model, dataset)
     best_file = Path(best_dir) / BEST_WEIGHTS
     model.load_weights(str(best_file if best_file.exists() else Path(best_dir) / WEIGHTS))
-    best = _score(model, splits, batch)
-    out = {"test_examples": int(len(splits.y_test)), "final_weights": final, "best_checkpoint_reloaded": best}
+    best = _score(model, dataset)
+    examples = len(arrays.y_test) if arrays is not None else int(dataset.reduce(0, lambda n, b: n + tf.shape(b[1])[0]))
+    out = {"test_examples": int(examples), "final_weights": final, "best_checkpoint_reloaded": best}
     if export_path:
         # A model file is several writes: save under a temporary name, then rename.
         write_atomic(export_path, lambda tmp: _save(model, tmp))

@@ -1,18 +1,17 @@
 """``train_loop_per_worker``: one Ray Train worker's whole life.
 
 Ray Train starts one process per worker, sets ``TF_CONFIG`` for them, and calls
-this function in each with the same ``config``::
+this function in each with the same :class:`~orchestrator.contract.WorkerConfig`
+(the spec, the task, an object-store reference to the task's arrays, where
+TensorBoard writes, and the trial, if any).
 
-    {"spec": ExperimentSpec.model_dump(),   # the run, as pure data
-     "data": ObjectRef(MnistSplits),        # loaded once by the driver
-     "tensorboard_dir": "/abs/results/run/tensorboard[/trial]",
-     "hparams": {...} | None, "trial_name": str | None}
-
-Each worker builds the model inside ``MultiWorkerMirroredStrategy.scope()``
+Each worker loads the task, builds its model inside ``MultiWorkerMirroredStrategy.scope()``
 (mirroring over all of its local GPUs, if it has any; see :func:`_strategy`
 for a run of one worker), restores the latest
 checkpoint when Ray Train restarts the group after a failure, and trains with
-the tutorial's callbacks, reporting every epoch to Ray.
+the tutorial's callbacks, reporting every epoch to Ray. A task that cannot
+train (see :mod:`orchestrator.worker.preflight`) is reported as
+``task_error`` by every worker before the first epoch, and nothing trains.
 """
 
 from __future__ import annotations
@@ -28,14 +27,17 @@ import ray
 import ray.train
 import tensorflow as tf
 
-from orchestrator.spec import ExperimentSpec
+from orchestrator.contract import CONFIG_KEY, TASK_ERROR_FILE, WorkerConfig
+from orchestrator.results import write_text_atomic
+from orchestrator.tasks import load
 from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
 from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
 from orchestrator.checkpoint_files import BEST_WEIGHTS
 from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, restore_train_state
 from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
-from orchestrator.worker.datasets import batched_dataset
-from orchestrator.worker.model import build_compiled_model
+from orchestrator.worker.datasets import split_datasets
+from orchestrator.worker.model import TaskError, build_compiled_model
+from orchestrator.worker.preflight import task_problem
 
 
 def _limit_threads(cpus: float) -> None:
@@ -67,23 +69,34 @@ def _strategy(workers: int) -> tf.distribute.Strategy:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    spec = ExperimentSpec.model_validate(config["spec"])
+    run: WorkerConfig = config[CONFIG_KEY]
+    spec = run.spec
     context = ray.train.get_context()
     is_chief = context.get_world_rank() == 0
     _limit_threads(spec.scaling.cpus_per_worker)
 
     strategy = _strategy(context.get_world_size())
     tf.keras.utils.set_random_seed(spec.seed)
-    splits = config["data"]
-    if isinstance(splits, ray.ObjectRef):
-        splits = ray.get(splits)
+    task = load(run.task)
+    params = task.parse_params(spec.task.params, spec.task.name)
+    arrays = ray.get(run.data) if isinstance(run.data, ray.ObjectRef) else run.data
 
     global_batch = spec.global_batch_size(strategy.num_replicas_in_sync)
-    train_data = batched_dataset(splits.x_train, splits.y_train, global_batch, shuffle_seed=spec.seed)
-    val_data = batched_dataset(splits.x_val, splits.y_val, global_batch)
-
-    with strategy.scope():
-        model = build_compiled_model(spec)
+    train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
+    try:
+        with strategy.scope():
+            model = build_compiled_model(spec, task, params)
+        problem = task_problem(task, spec.task.name, params, model, arrays, workers=context.get_world_size(),
+                               replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
+    except TaskError as err:
+        problem = str(err)
+    if problem:
+        # Every worker reaches the same verdict; reporting (not raising) keeps Ray
+        # Train from restarting the group to fail the same way again.
+        if is_chief:
+            write_text_atomic(Path(run.run_dir) / TASK_ERROR_FILE, problem)
+        ray.train.report({"task_error": problem})
+        return
 
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
@@ -121,8 +134,9 @@ def train_loop_per_worker(config: dict) -> None:
     callbacks.append(best_checkpoint)
     if is_chief:
         callbacks += chief_tensorboard(
-            config["tensorboard_dir"], spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
-            hparams=config.get("hparams"), trial_id=config.get("trial_name"), history=history)
+            run.tensorboard_dir, spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
+            hparams=run.trial.hparams if run.trial else None, trial_id=run.trial.label if run.trial else None,
+            history=history)
 
     def extra_state() -> dict:
         return {
@@ -132,7 +146,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     callbacks.append(ReportToRayTrain(
         is_chief=is_chief, max_epochs=spec.training.epochs, best_weights_path=best_weights_path,
-        extra_state=extra_state, history=history, examples_per_epoch=len(splits.y_train),
+        extra_state=extra_state, history=history,
+        examples_per_epoch=len(arrays.y_train) if arrays is not None else 0,
         monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
         identity={"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
                   "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),

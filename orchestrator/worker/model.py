@@ -1,8 +1,8 @@
-"""The tutorial's MLP, built and compiled from a spec.
+"""The task's model, built and compiled for a run.
 
-Flatten(28x28) -> Dense 256 -> 64 -> 32 (ReLU) -> Dense 10 softmax, trained with
-``sparse_categorical_crossentropy`` and accuracy. Build it inside a
-``strategy.scope()`` to get mirrored variables.
+``build_compiled_model`` calls the task's ``build_model(params)``; an
+uncompiled model is compiled with the spec's optimizer and the task's loss and
+metrics. Build it inside a ``strategy.scope()`` to get mirrored variables.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 import tensorflow as tf
 
 from orchestrator.spec import ExperimentSpec
+from orchestrator.tasks import Task
 
 
-def build_model(spec: ExperimentSpec) -> tf.keras.Model:
-    """An uncompiled MLP as ``spec.model`` describes."""
-    layers = [tf.keras.layers.Flatten(input_shape=(28, 28), name="flatten")]
-    for i, units in enumerate(spec.model.hidden_units):
-        layers.append(tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}"))
-    layers.append(tf.keras.layers.Dense(10, activation="softmax", name="output"))
-    return tf.keras.Sequential(layers, name="mnist_mlp")
+class TaskError(Exception):
+    """The task cannot train (its builder raised, its outputs do not fit its labels, ...): one line."""
 
 
 def make_optimizer(spec: ExperimentSpec) -> tf.keras.optimizers.Optimizer:
@@ -30,25 +26,22 @@ def make_optimizer(spec: ExperimentSpec) -> tf.keras.optimizers.Optimizer:
     return tf.keras.optimizers.Adam(learning_rate=opt.learning_rate)
 
 
-def compile_model(model: tf.keras.Model, spec: ExperimentSpec) -> tf.keras.Model:
-    model.compile(
-        optimizer=make_optimizer(spec),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=spec.training.steps_per_execution,
-    )
+def build_compiled_model(spec: ExperimentSpec, task: Task, params) -> tf.keras.Model:
+    """The task's model, compiled, with the optimizer's slots created so a checkpoint can restore them."""
+    try:
+        model = task.build_model(params)
+    except Exception as exc:  # the user's builder may raise anything
+        raise TaskError(f"task {spec.task.name}: build_model raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, tf.keras.Model):
+        raise TaskError(f"task {spec.task.name}: build_model returned a {type(model).__name__}, "
+                        "not a tf.keras.Model (is TF_USE_LEGACY_KERAS=1 set before TensorFlow is imported?)")
+    if not model._is_compiled:
+        model.compile(optimizer=make_optimizer(spec), loss=task.loss, metrics=list(task.metrics),
+                      steps_per_execution=spec.training.steps_per_execution)
     # Keras's default ("auto" -> "sum") all-reduces every logged metric across the
-    # workers after *every* step, on top of the gradients. That is wasted: a metric's
-    # result() already aggregates over all replicas, so every worker holds the same
-    # global value and the first local one is the answer (the logs stay identical on
-    # all workers, so EarlyStopping and ModelCheckpoint still agree). Measured with
-    # 2 MWMS workers on 2 cores: ~20% shorter epochs (README, Benchmark).
+    # workers after every step, on top of the gradients. A metric's result() already
+    # aggregates over all replicas, so every worker holds the same global value and
+    # the first local one is the answer (EarlyStopping and ModelCheckpoint still agree).
     model.distribute_reduction_method = "first"
-    return model
-
-
-def build_compiled_model(spec: ExperimentSpec) -> tf.keras.Model:
-    """Build and compile; the optimizer's slots are created now so a checkpoint can restore them."""
-    model = compile_model(build_model(spec), spec)
     model.optimizer.build(model.trainable_variables)
     return model

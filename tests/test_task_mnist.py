@@ -1,4 +1,4 @@
-"""Finding, checking and splitting MNIST, on small synthetic .npz files (no download)."""
+"""The MNIST tasks' loader: finding, checking and splitting MNIST, on small synthetic .npz files (no download)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import error_of
 
-from orchestrator import mnist
 from orchestrator.errors import UserError
-from orchestrator.mnist import keras_cache_path, load_arrays, load_splits, read_npz, split
-from orchestrator.spec import DataSpec
+from orchestrator.spec import build_spec
+from orchestrator.tasks import resolve
+from orchestrator.tasks.mnist import keras_cache_path, load_arrays, read_npz, split
 
 N_TRAIN, N_TEST = 100, 20
 
@@ -206,7 +206,7 @@ def test_npy_file_instead_of_npz(tmp_path):
 
 def test_split_holds_out_last_validation_examples_of_train():
     arrays = fake_arrays()
-    s = split(arrays, validation_examples=10)
+    s = split(arrays, holdout=10)
     assert s.sizes() == {"train": 90, "validation": 10, "test": N_TEST}
     np.testing.assert_array_equal(s.x_train, arrays["x_train"][:90])
     np.testing.assert_array_equal(s.y_train, arrays["y_train"][:90])
@@ -216,21 +216,10 @@ def test_split_holds_out_last_validation_examples_of_train():
     np.testing.assert_array_equal(s.y_test, arrays["y_test"])
 
 
-def test_split_subsets_train_and_test_from_the_front():
-    arrays = fake_arrays()
-    s = split(arrays, validation_examples=10, train_examples=30, test_examples=5)
-    assert s.sizes() == {"train": 30, "validation": 10, "test": 5}
-    np.testing.assert_array_equal(s.x_train, arrays["x_train"][:30])
-    np.testing.assert_array_equal(s.y_train, arrays["y_train"][:30])
-    # Validation is still the end of the training split, not moved by the subset.
-    np.testing.assert_array_equal(s.y_val, arrays["y_train"][90:])
-    np.testing.assert_array_equal(s.y_test, arrays["y_test"][:5])
-
-
 def test_split_never_changes_labels_or_pixel_dtype():
     arrays = fake_arrays()
     before = {k: v.copy() for k, v in arrays.items()}
-    s = split(arrays, validation_examples=10)
+    s = split(arrays, holdout=10)
     for name in ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test"):
         assert getattr(s, name).dtype == np.uint8, name
     np.testing.assert_array_equal(np.concatenate([s.y_train, s.y_val]), before["y_train"])
@@ -241,20 +230,22 @@ def test_split_never_changes_labels_or_pixel_dtype():
 
 @pytest.mark.parametrize("validation_examples", [N_TRAIN, N_TRAIN + 1])
 def test_validation_too_large(validation_examples):
-    msg = error_of(split, fake_arrays(), validation_examples=validation_examples)
-    assert "validation_examples" in msg
+    msg = error_of(split, fake_arrays(), holdout=validation_examples)
+    assert "task.holdout" in msg
     assert str(N_TRAIN) in msg
 
 
 def test_validation_leaving_one_training_example_is_allowed():
-    assert split(fake_arrays(), validation_examples=N_TRAIN - 1).sizes()["train"] == 1
+    assert split(fake_arrays(), holdout=N_TRAIN - 1).sizes()["train"] == 1
 
 
-def test_load_splits_follows_the_data_spec(valid_npz):
-    spec = DataSpec(path=str(valid_npz), validation_examples=20, train_examples=50, test_examples=10)
-    splits, source = load_splits(spec)
-    assert source == str(valid_npz.resolve())
-    assert splits.sizes() == {"train": 50, "validation": 20, "test": 10}
+def test_the_task_loads_its_path_and_the_data_caps_take_the_front_of_each_split(valid_npz):
+    spec = build_spec({"task": {"name": "mnist_mlp", "path": str(valid_npz), "holdout": 20},
+                       "data": {"train_examples": 50, "test_examples": 10}})
+    task = resolve(spec.task)
+    arrays = task.task.arrays(task.params, spec.data.caps(), spec.task.name)
+    assert arrays.sizes() == {"train": 50, "validation": 20, "test": 10}
+    np.testing.assert_array_equal(arrays.y_val, fake_arrays()["y_train"][80:])  # still the end of train
 
 
 # ----------------------------------------------------------------- the real file
