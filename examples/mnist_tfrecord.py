@@ -24,15 +24,19 @@ from orchestrator.tasks import Task
 SHARDS = {"train": 8, "validation": 2, "test": 2}
 
 
-def _parse(record):
+def examples(files: list[str]):
+    """(image in [0, 1], label, index) of every example in ``files``; ``index`` is its row in MNIST's split."""
     import tensorflow as tf
 
-    example = tf.io.parse_single_example(record, {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-        "index": tf.io.FixedLenFeature([], tf.int64)})
-    image = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (28, 28))
-    return tf.cast(image, tf.float32) / 255.0, example["label"]
+    def parse(record):
+        example = tf.io.parse_single_example(record, {
+            "image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64),
+            "index": tf.io.FixedLenFeature([], tf.int64)})
+        image = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (28, 28))
+        return tf.cast(image, tf.float32) / 255.0, example["label"], example["index"]
+
+    return tf.data.TFRecordDataset(files).map(parse)
 
 
 def shard_files(directory: str, split: str, context) -> list[str]:
@@ -44,7 +48,7 @@ def shard_files(directory: str, split: str, context) -> list[str]:
 def input_fn(p, split, context, batch_size):
     import tensorflow as tf
 
-    dataset = tf.data.TFRecordDataset(shard_files(p.dir, split, context)).map(_parse)
+    dataset = examples(shard_files(p.dir, split, context)).map(lambda image, label, index: (image, label))
     if split == "train":
         dataset = dataset.shuffle(p.shuffle_buffer, seed=p.seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -64,21 +68,18 @@ task = Task(build_model=build_model, input_fn=input_fn,
             description="MNIST from TFRecord shard files, each worker reading its own")
 
 
-def write_shards(out: str, mnist_npz: str | None = None, holdout: int = 10000) -> dict[str, int]:
-    """Write MNIST (the orchestrator's own loader finds it) as TFRecord shards; returns examples per split."""
+def write_shards(out: str, arrays, shards: dict[str, int] = SHARDS) -> dict[str, int]:
+    """Write the splits of ``arrays`` (uint8 28x28 images) as TFRecord shards; returns examples per split."""
     import tensorflow as tf
 
-    from orchestrator.tasks.mnist import load
-
-    arrays = load(mnist_npz, holdout)
     os.makedirs(out, exist_ok=True)
     counts = {}
-    for split, shards in SHARDS.items():
+    for split, count in shards.items():
         x, y = arrays.split(split)
-        for shard in range(shards):
-            path = os.path.join(out, f"{split}-{shard:02d}-of-{shards:02d}.tfrecord")
+        for shard in range(count):
+            path = os.path.join(out, f"{split}-{shard:02d}-of-{count:02d}.tfrecord")
             with tf.io.TFRecordWriter(path + ".tmp") as writer:
-                for i in range(shard, len(y), shards):
+                for i in range(shard, len(y), count):
                     writer.write(tf.train.Example(features=tf.train.Features(feature={
                         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[x[i].tobytes()])),
                         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
@@ -90,6 +91,8 @@ def write_shards(out: str, mnist_npz: str | None = None, holdout: int = 10000) -
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # python examples/mnist_tfrecord.py OUT_DIR [mnist.npz]: MNIST as the orchestrator's loader finds it.
+    from orchestrator.tasks.mnist import load
+
     print(write_shards(sys.argv[1] if len(sys.argv) > 1 else "mnist-shards",
-                       sys.argv[2] if len(sys.argv) > 2 else None))
+                       load(sys.argv[2] if len(sys.argv) > 2 else None)))

@@ -14,9 +14,11 @@ def test_building_a_run_or_a_trial_imports_no_tensorflow(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         import orchestrator.cli, orchestrator.engine.tune
-        from orchestrator.engine.train import make_trainer
+        from orchestrator.engine.train import load_data, make_trainer
         from orchestrator.spec import ExperimentSpec
-        make_trainer(ExperimentSpec(), None, storage_path={str(tmp_path)!r}, name="run",
+        spec = ExperimentSpec.model_validate({{"task": "mnist_cnn", "data": {{"train_examples": 100}}}})
+        task, arrays, _ = load_data(spec)  # the task found, its parameters checked, its arrays loaded
+        make_trainer(spec, task.ref, None, storage_path={str(tmp_path)!r}, name="run",
                      tensorboard_dir={str(tmp_path / "tb")!r})
         print(sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules))
     """)
