@@ -50,23 +50,25 @@ def main(argv: list[str] | None = None) -> dict:
     tf.config.set_logical_device_configuration(physical[0], config)
     logical = [d.name for d in tf.config.list_logical_devices(kind)]
 
-    from orchestrator.mnist import load_splits
     from orchestrator.spec import build_spec
+    from orchestrator.tasks import resolve
     from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
     from orchestrator.worker.datasets import batched_dataset
     from orchestrator.worker.model import build_compiled_model
 
-    spec = build_spec({"training": {"epochs": args.epochs},
-                       "data": {"path": args.data, "train_examples": args.train_examples}})
-    splits, _ = load_splits(spec.data)
+    spec = build_spec({"training": {"epochs": args.epochs}, "task": {"path": args.data},
+                       "data": {"train_examples": args.train_examples}})
+    task = resolve(spec.task)
+    splits = task.task.arrays(task.params, spec.data.caps(), spec.task.name)
     results = []
     for devices in (logical[:2], logical[:1]):
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         tf.keras.utils.set_random_seed(spec.seed)
         with strategy.scope():
-            model = build_compiled_model(spec)
-        train = batched_dataset(splits.x_train, splits.y_train, args.global_batch, shuffle_seed=spec.seed)
-        val = batched_dataset(splits.x_val, splits.y_val, args.global_batch)
+            model = build_compiled_model(spec, task.task, task.params)
+        train = batched_dataset(splits.x_train, splits.y_train, args.global_batch, shuffle_seed=spec.seed,
+                                preprocess=task.task.preprocess)
+        val = batched_dataset(splits.x_val, splits.y_val, args.global_batch, preprocess=task.task.preprocess)
         epoch_seconds = []
 
         class Timer(tf.keras.callbacks.Callback):

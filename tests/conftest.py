@@ -88,3 +88,25 @@ def run_cli(argv: list[str], cwd: Path, timeout: float = 120, env: dict | None =
     """``orchestrator ARGV`` in a fresh process, as a user runs it from ``cwd``."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=env)
+
+
+# A user's task, as a file in the user's working directory: MNIST from the `path` parameter, small splits.
+USER_TASK = '''
+import numpy as np
+from orchestrator.tasks import Arrays, Task
+
+def build_model(p):
+    import tensorflow as tf
+    return tf.keras.Sequential([
+        tf.keras.layers.Flatten(input_shape=(28, 28)),
+        tf.keras.layers.Dense(p.units, activation="relu"),
+        tf.keras.layers.Dense(10, activation="softmax")])
+
+def load_data(p):
+    d = np.load(p.path)
+    x, y = d["x_train"].astype("float32") / 255.0, d["y_train"]
+    return Arrays(x[:2000], y[:2000], x[-500:], y[-500:], d["x_test"][:500].astype("float32") / 255.0,
+                  d["y_test"][:500])
+
+task = Task(build_model=build_model, load_data=load_data, params={"units": 32, "path": "mnist.npz"})
+'''

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from conftest import USER_TASK
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +253,7 @@ def test_spread_training_through_the_cli_puts_one_worker_on_each_node(two_nodes,
         "early_stopping": {"patience": 5},
         "checkpoint": {"keep_best": 1},
         "scaling": {"workers": 2, "cpus_per_worker": 1, "placement": "SPREAD"},
-        "data": {"path": str(mnist_path), **SUBSET},
+        "task": {"path": str(mnist_path)}, "data": SUBSET,
     })
     run = _run([ORCHESTRATOR, "train", "--config", str(config), "--address", two_nodes.gcs_address,
                 "--storage", str(storage), "--name", name],
@@ -353,7 +354,7 @@ def search_config(path: Path, mnist_path: Path, epochs: int, **search: dict) -> 
         "training": {"epochs": epochs, "batch_size_per_worker": 64, "verbose": 2},
         "checkpoint": {"keep_best": 1},
         "tensorboard": {"histogram_freq": 1},
-        "data": {"path": str(mnist_path), **SUBSET},
+        "task": {"path": str(mnist_path)}, "data": SUBSET,
         "search": {"samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
                    "space": {"optimizer.learning_rate": {"grid": [0.002, 0.001]},
                              "lr_schedule": {"constant": {}}},
@@ -433,6 +434,25 @@ def test_a_submitted_search_succeeds_and_leaves_its_results_on_the_storage_path(
                 or "__pycache__" in r or r.endswith(".npz")]
     assert not unwanted, unwanted
     assert sum(p.stat().st_size for p in files) < 10 * 2**20
+
+
+def test_a_job_trains_a_task_file_from_its_working_dir(job_head, tmp_path, mnist_path):
+    """The task file travels in --working-dir; the job's workers import it from there."""
+    work, storage = tmp_path / "work", tmp_path / "shared-storage"
+    work.mkdir()
+    (work / "user_task.py").write_text(USER_TASK)
+    submitted = _job(job_head, "submit", "--working-dir", str(work), "--submission-id", "task-file", "--no-wait",
+                     "--", "python", "-m", "jobs.train_mnist", "--task", "user_task.py:task",
+                     "--task-param", f"path={mnist_path}", "--workers", "2", "--cpus-per-worker", "1",
+                     "--epochs", "2", "--storage", str(storage), "--name", "task-job")
+    assert submitted.returncode == 0, _tail(submitted)
+    status = wait_for_job(job_head, "task-file", RUN_TIMEOUT)
+    logs = ANSI.sub("", _job(job_head, "logs", "task-file").stdout)
+    assert status == "SUCCEEDED", logs[-5000:]
+    result = json.loads((storage / "task-job" / "result.json").read_text())
+    assert result["spec"]["task"]["name"] == "user_task.py:task" and result["epochs_run"] == 2
+    assert result["data"]["train"] == 2000 and len({w["pid"] for w in result["workers"]}) == 2
+    assert result["evaluation"]["best_checkpoint_reloaded"]["accuracy"] > 0.5
 
 
 def test_a_job_whose_results_would_be_lost_with_its_working_dir_is_refused(job_head, tmp_path, mnist_path):

@@ -30,7 +30,7 @@ def _spec(storage: Path, name: str, mnist_path: Path, epochs: int):
         "early_stopping": {"enabled": False},
         "tensorboard": {"histogram_freq": 0},
         "scaling": {"workers": 2, "placement": "SPREAD", "max_failures": 1},
-        "data": {"path": str(mnist_path), **SUBSET},
+        "task": {"path": str(mnist_path)}, "data": SUBSET,
     })
 
 

@@ -15,29 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import USER_TASK, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
-USER_TASK = '''
-import numpy as np
-from orchestrator.tasks import Arrays, Task
-
-def build_model(p):
-    import tensorflow as tf
-    return tf.keras.Sequential([
-        tf.keras.layers.Flatten(input_shape=(28, 28)),
-        tf.keras.layers.Dense(p.units, activation="relu"),
-        tf.keras.layers.Dense(10, activation="softmax")])
-
-def load_data(p):
-    d = np.load(p.path)
-    x, y = d["x_train"].astype("float32") / 255.0, d["y_train"]
-    return Arrays(x[:2000], y[:2000], x[-500:], y[-500:], d["x_test"][:500].astype("float32") / 255.0,
-                  d["y_test"][:500])
-
-task = Task(build_model=build_model, load_data=load_data, params={"units": 32, "path": "mnist.npz"})
-'''
 
 
 def _tail(out: subprocess.CompletedProcess) -> str:

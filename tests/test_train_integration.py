@@ -33,7 +33,7 @@ def normal_run(local_ray, tmp_path_factory, mnist_path):
         "early_stopping": {"patience": 10},
         "checkpoint": {"keep_best": 1},
         "scaling": {"workers": 2},
-        "data": {"path": str(mnist_path), **SUBSET},
+        "task": {"path": str(mnist_path)}, "data": SUBSET,
     })
     return spec, run_training(spec)
 
@@ -50,7 +50,7 @@ def plateau_run(local_ray, tmp_path_factory, mnist_path):
         "lr_schedule": {"name": "constant"},
         "early_stopping": {"patience": 2, "min_delta": 0.05},
         "scaling": {"workers": 2},
-        "data": {"path": str(mnist_path), **SUBSET},
+        "task": {"path": str(mnist_path)}, "data": SUBSET,
     })
     return spec, run_training(spec)
 
@@ -184,8 +184,8 @@ def test_seeded_runs_are_reproducible(local_ray, tmp_path, mnist_path):
             "training": {"epochs": 2, "batch_size_per_worker": 64, "verbose": 0},
             "tensorboard": {"histogram_freq": 0},
             "scaling": {"workers": 2},
-            "data": {"path": str(mnist_path), "train_examples": 2000, "validation_examples": 500,
-                     "test_examples": 500},
+            "task": {"path": str(mnist_path)},
+            "data": {"train_examples": 2000, "validation_examples": 500, "test_examples": 500},
         })
         histories.append([(h["loss"], h["val_loss"], h["val_accuracy"]) for h in run_training(spec)["history"]])
     assert histories[0] == histories[1]

@@ -49,7 +49,7 @@ def search_result(local_ray, tmp_path_factory, mnist_path):
     from orchestrator.spec import set_path
 
     storage = tmp_path_factory.mktemp("results")
-    config = set_path(SEARCH_CONFIG, "data.path", str(mnist_path))
+    config = set_path(SEARCH_CONFIG, "task.path", str(mnist_path))
     search = load_search(config)
     summary = run_search(search, name="small-search", storage=str(storage))
     return search, summary, storage / "small-search"
@@ -172,7 +172,7 @@ def test_a_trial_that_cannot_fit_fails_fast_with_the_reason(search_result, tmp_p
     from orchestrator.search_space import load_search
     from orchestrator.spec import set_path
 
-    config = set_path(set_path(SEARCH_CONFIG, "search.workers_per_trial", 5), "data.path", str(mnist_path))
+    config = set_path(set_path(SEARCH_CONFIG, "search.workers_per_trial", 5), "task.path", str(mnist_path))
     started = time.time()
     with pytest.raises(UserError, match=r"needs 5 worker\(s\) of \{CPU: 1, GPU: 0\} but the cluster can place only 2"):
         run_search(load_search(config), name="too-big", storage=str(tmp_path))
