@@ -105,8 +105,14 @@ def check_resumable(run_dir: Path) -> None:
 
 def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,
                  tensorboard_dir: str, hparams: Optional[dict] = None,
-                 trial_name: Optional[str] = None, callbacks: Optional[list] = None):
-    """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop."""
+                 trial_name: Optional[str] = None, callbacks: Optional[list] = None,
+                 start_checkpoint=None):
+    """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop.
+
+    ``start_checkpoint`` (a ``ray.train.Checkpoint``): where the workers start when
+    the run has no checkpoint of its own yet (a PBT member continuing another's
+    state); Train V2's way, as ``resume_from_checkpoint`` is gone.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     # What ray.train.tensorflow.TensorflowTrainer is, minus its TensorFlow import (see tf_backend).
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
@@ -120,7 +126,7 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
         backend_config=TFConfigBackendConfig(),
         train_loop_config={"spec": spec.model_dump(), "data": data_ref,
                            "tensorboard_dir": tensorboard_dir, "hparams": hparams,
-                           "trial_name": trial_name},
+                           "trial_name": trial_name, "start_checkpoint": start_checkpoint},
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.gpus_per_worker > 0,
             resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker},

@@ -6,7 +6,8 @@ this function in each with the same ``config``::
     {"spec": ExperimentSpec.model_dump(),   # the run, as pure data
      "data": ObjectRef(MnistSplits),        # loaded once by the driver
      "tensorboard_dir": "/abs/results/run/tensorboard[/trial]",
-     "hparams": {...} | None, "trial_name": str | None}
+     "hparams": {...} | None, "trial_name": str | None,
+     "start_checkpoint": ray.train.Checkpoint | None}   # PBT: another member's state
 
 Each worker builds the model inside ``MultiWorkerMirroredStrategy.scope()``
 (mirroring over all of its local GPUs, if it has any; see :func:`_strategy`
@@ -88,7 +89,8 @@ def train_loop_per_worker(config: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
-    checkpoint = ray.train.get_checkpoint()
+    # The run's own latest (a restart after a failure), else where it was told to start (PBT).
+    checkpoint = ray.train.get_checkpoint() or config.get("start_checkpoint")
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = read_state(directory)
