@@ -236,10 +236,10 @@ class Search:
         return n
 
     def mutated(self) -> list[str]:
-        """The parameters PBT perturbs: ``pbt.mutate``, by default every numeric domain of the space."""
+        """The parameters PBT perturbs: ``pbt.mutate``, by default every sampled field of the space."""
         if self.search.pbt.mutate is not None:
             return list(self.search.pbt.mutate)
-        return [k for k, v in self.fields.items() if isinstance(v, Domain) and v.kind != "grid"]
+        return [k for k, v in self.fields.items() if isinstance(v, Domain)]
 
     def pbt_mutations(self) -> dict:
         """PBT's ``hyperparam_mutations``: what it resamples from, else multiplies by a factor.
