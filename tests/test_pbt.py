@@ -9,6 +9,7 @@ is off so nothing but PBT decides.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -149,3 +150,38 @@ def test_best_schedule_replays_the_winners_lr_of_every_epoch_exactly(pbt_search,
     assert spec.training.epochs == len(recorded)
     result = run_training(spec)
     assert [h["learning_rate"] for h in result["history"]] == recorded
+
+
+# ------------------------------------------------------------- stop_at (any algorithm)
+# In this module to share its Ray: a random search of 2 trials x up to 20 epochs
+# must end as soon as one of them reaches 85% validation accuracy (epoch 1-2 here).
+
+def test_stop_at_ends_the_whole_search_when_one_trial_reaches_the_target(local_ray, tmp_path, mnist_path):
+    from orchestrator.engine.tune import run_search
+    from orchestrator.search_space import load_search
+
+    config = {
+        "seed": 3,
+        "training": {"epochs": 20, "batch_size_per_worker": 64, "verbose": 0},
+        "early_stopping": {"enabled": False},
+        "lr_schedule": {"name": "constant"},
+        "tensorboard": {"histogram_freq": 0, "write_graph": False},
+        "data": {"path": str(mnist_path), "train_examples": 3000, "validation_examples": 1000,
+                 "test_examples": 1000},
+        "search": {"samples": 1, "workers_per_trial": 1, "max_concurrent": 2, "asha": {"enabled": False},
+                   "stop_at": {"val_accuracy": 0.85},
+                   "space": {"optimizer.learning_rate": {"grid": [0.002, 0.001]}}},
+    }
+    summary = run_search(load_search(config), name="stop-at", storage=str(tmp_path))
+    hit = summary["stop_at"]["reached"]
+    assert summary["stop_at"]["targets"] == {"val_accuracy": 0.85}
+    assert hit["trial_id"] in {r["trial_id"] for r in summary["results"]}
+    assert hit["metrics"]["val_accuracy"] >= 0.85 and hit["seconds_since_start"] > 0
+    reached = next(r for r in summary["results"] if r["trial_id"] == hit["trial_id"])
+    first = next(h["epoch"] for h in reached["history"] if h["val_accuracy"] >= 0.85)
+    assert hit["epoch"] == first
+    for row in summary["results"]:
+        assert row["epochs_run"] < 20, row["stop_reason"]
+        assert row["stop_reason"].startswith(f"stop_at (trial {hit['trial_id']} reached the target)"), row
+        assert Path(row["final_checkpoint"], "state.json").is_file()  # stopped, checkpoints kept
+    assert json.loads((tmp_path / "stop-at" / "summary.json").read_text())["stop_at"]["reached"] == hit
