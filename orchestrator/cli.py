@@ -143,12 +143,19 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 @click.option("--samples", type=int, help="Number of trials (default: search.samples).")
 @click.option("--workers-per-trial", type=int, help="Training workers per trial.")
 @click.option("--max-concurrent", type=int, help="Trials at once (default: as many as the cluster holds).")
-@click.option("--algorithm", type=click.Choice(["random", "optuna"]), help="Search algorithm.")
+@click.option("--algorithm", type=click.Choice(["random", "optuna", "pbt"]),
+              help="Search algorithm; pbt: Population Based Training (search.pbt).")
+@click.option("--stop-at", "stop_at", multiple=True, metavar="METRIC=VALUE",
+              help="End the search once any trial reaches this, e.g. val_accuracy=0.98 (repeatable).")
 @_user_errors
 def tune(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
          samples: Optional[int], workers_per_trial: Optional[int], max_concurrent: Optional[int],
-         algorithm: Optional[str], **flags: Any) -> None:
-    """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json."""
+         algorithm: Optional[str], stop_at: tuple, **flags: Any) -> None:
+    """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json.
+
+    With --algorithm pbt, a population trains side by side and the winner's LR of
+    every epoch is written as best_schedule.yaml, a config for `orchestrator train`.
+    """
     from orchestrator.search_space import load_search
     from orchestrator.spec import read_yaml, set_path
 
@@ -159,7 +166,8 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
     for dotted, value in _overrides(**flags).items():
         config = set_path(config, dotted, value)
     for dotted, value in {"search.workers_per_trial": workers_per_trial,
-                          "search.algorithm": algorithm}.items():
+                          "search.algorithm": algorithm, "search.samples": samples,
+                          "search.stop_at": _parse_stop_at(stop_at)}.items():
         if value is not None:
             config = set_path(config, dotted, value)
     search = load_search(config)
@@ -174,6 +182,22 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
     click.echo(format_tune_summary(summary))
 
 
+def _parse_stop_at(pairs: tuple) -> Optional[dict]:
+    """``("val_accuracy=0.98",)`` -> ``{"val_accuracy": 0.98}``; None when not given."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            out[metric.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"--stop-at {pair!r}: give METRIC=VALUE, e.g. --stop-at val_accuracy=0.98")
+    return out
+
+
 def format_tune_summary(summary: dict) -> str:
     metric = summary["metric"]
     lines = ["", f"search {summary['name']}: {summary['trials']} trial(s) in {summary['wall_seconds']:.0f} s"]
@@ -182,6 +206,12 @@ def format_tune_summary(summary: dict) -> str:
         shown = f"{value:.4f}" if value is not None else "-"
         lines.append(f"  {row['trial_id']:<14} {metric} {shown:<8} epochs {row['epochs_run']:<3} "
                      f"{row['stop_reason']}")
+        for copy in row.get("copies", []):
+            lines.append(f"  {'':<14} copied {copy['from']} at epoch {copy['epoch']}, then {copy['config']}")
+    hit = (summary.get("stop_at") or {}).get("reached")
+    if hit:
+        lines.append(f"stopped at the target {summary['stop_at']['targets']}: trial {hit['trial_id']} reached "
+                     f"{hit['metrics']} at epoch {hit['epoch']}, {hit['seconds_since_start']:.0f} s in")
     best = summary.get("best_trial")
     if best:
         lines.append(f"best trial {best['trial_id']}: {metric} {best[f'best_{metric}']:.4f} with {best['config']}")
@@ -190,6 +220,8 @@ def format_tune_summary(summary: dict) -> str:
         lines.append(f"  test accuracy: final weights {ev['final_weights']['accuracy']:.4f}, "
                      f"best checkpoint reloaded {ev['best_checkpoint_reloaded']['accuracy']:.4f}")
         lines.append(f"  best model:  {ev.get('exported_model')}")
+    if summary.get("best_schedule"):
+        lines.append(f"  its LR per epoch: {summary['best_schedule']} (orchestrator train --config it)")
     lines += [f"  summary:     {summary['summary_file']}",
               f"  curves:      {summary['plot']}",
               f"  tensorboard: tensorboard --logdir {summary['tensorboard_dir']}"]

@@ -44,6 +44,8 @@ class WorkerConfig:
         run_dir: this run's (or trial's) directory, where Ray Train keeps its checkpoints.
         tensorboard_dir: this run's directory under the central TensorBoard root.
         trial: set when the run is a search trial.
+        start_checkpoint: a ``ray.train.Checkpoint`` to start from when the run has none of
+            its own yet (a PBT member continuing another member's state).
     """
 
     spec: ExperimentSpec
@@ -52,6 +54,7 @@ class WorkerConfig:
     run_dir: str
     tensorboard_dir: str
     trial: Optional[Trial] = None
+    start_checkpoint: Any = None
 
     def as_train_loop_config(self) -> dict:
         return {CONFIG_KEY: self}

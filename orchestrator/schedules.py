@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Schedule(BaseModel):
@@ -102,9 +102,68 @@ class Cosine(_Schedule):
         return float(floor + (base_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+class Piecewise(_Schedule):
+    """Absolute LRs, per epoch or from breakpoints; the base LR is ignored.
+
+    What a Population Based Training search found is written as this schedule
+    (``best_schedule.yaml``), so ``orchestrator train`` replays the exact LR of
+    every epoch whatever ``optimizer.learning_rate`` says. Give one of::
+
+        lr_schedule: {name: piecewise, lrs: [0.001, 0.001, 0.0008]}         # epoch 0, 1, 2, ...
+        lr_schedule: {name: piecewise, breakpoints: [[0, 0.001], [5, 0.0002]]}  # from epoch 0, from 5
+
+    Epochs are 0-based; after the last listed epoch the last LR holds.
+
+    Args:
+        lrs: the LR of epoch 0, 1, 2, ...
+        breakpoints: ``[epoch, lr]`` pairs, epochs strictly increasing from 0;
+            each LR holds until the next breakpoint.
+    """
+
+    name: Literal["piecewise"] = "piecewise"
+    lrs: Optional[list[float]] = Field(None, min_length=1, examples=[[0.001, 0.001, 0.0008]])
+    breakpoints: Optional[list[tuple[int, float]]] = Field(None, min_length=1,
+                                                           examples=[[[0, 0.001], [5, 0.0002]]])
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.lrs is None) == (self.breakpoints is None):
+            raise ValueError("lrs: give exactly one of `lrs: [0.001, 0.0008, ...]` (one per epoch) "
+                             "or `breakpoints: [[0, 0.001], [5, 0.0002]]`")
+        if self.lrs is not None:
+            bad = [lr for lr in self.lrs if not lr > 0]
+            if bad:
+                raise ValueError(f"lrs: every learning rate must be > 0, got {bad[0]}")
+            return self
+        epochs = [e for e, _ in self.breakpoints]
+        if epochs[0] != 0:
+            raise ValueError(f"breakpoints: the first breakpoint must be at epoch 0, got {epochs[0]}")
+        for before, after in zip(epochs, epochs[1:]):
+            if after <= before:
+                raise ValueError(f"breakpoints: epochs must increase, got {after} after {before}")
+        bad = [lr for _, lr in self.breakpoints if not lr > 0]
+        if bad:
+            raise ValueError(f"breakpoints: every learning rate must be > 0, got {bad[0]}")
+        return self
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        if self.lrs is not None:
+            return float(self.lrs[min(epoch, len(self.lrs) - 1)])
+        lr = self.breakpoints[0][1]
+        for start, value in self.breakpoints:
+            if start > epoch:
+                break
+            lr = value
+        return float(lr)
+
+    def short(self) -> str:
+        n = len(self.lrs) if self.lrs is not None else len(self.breakpoints)
+        return f"piecewise({'epochs' if self.lrs is not None else 'breakpoints'}={n})"
+
+
 Schedule = Annotated[
-    Union[Constant, HoldThenExpDecay, Step, Cosine], Field(discriminator="name")
+    Union[Constant, HoldThenExpDecay, Step, Cosine, Piecewise], Field(discriminator="name")
 ]
 
 SCHEDULES = {cls.model_fields["name"].default: cls
-             for cls in (Constant, HoldThenExpDecay, Step, Cosine)}
+             for cls in (Constant, HoldThenExpDecay, Step, Cosine, Piecewise)}

@@ -106,19 +106,68 @@ class AshaSpec(BaseModel):
     reduction_factor: float = Field(2, gt=1, examples=[2])
 
 
+class PbtSpec(BaseModel):
+    """Population Based Training (``algorithm: pbt``): Ray Tune's ``PopulationBasedTraining``.
+
+    The population is ``samples`` members training side by side; every
+    ``perturbation_interval`` epochs a member in the bottom ``quantile`` copies
+    the whole training state of one in the top quantile and perturbs the
+    ``mutate`` parameters: multiplied by one of ``perturbation_factors``, or
+    (with ``resample_probability``) drawn again from its domain in ``space``,
+    clamped to that domain's bounds.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    perturbation_interval: int = Field(2, ge=1, examples=[2])
+    quantile: float = Field(0.25, gt=0, le=0.5, examples=[0.25])
+    resample_probability: float = Field(0.25, ge=0, le=1, examples=[0.25])
+    perturbation_factors: tuple[float, float] = Field((1.2, 0.8), examples=[[1.2, 0.8]])
+    mutate: Optional[list[str]] = Field(None, min_length=1, examples=[["optimizer.learning_rate"]])
+
+    @field_validator("perturbation_factors")
+    @classmethod
+    def _positive(cls, factors):
+        if any(f <= 0 for f in factors):
+            raise ValueError(f"factors must be > 0, got {list(factors)}")
+        return factors
+
+
+# What a trial reports each epoch, and which way is better (for `stop_at`).
+STOP_METRICS = {"val_accuracy": "max", "accuracy": "max", "val_loss": "min", "loss": "min"}
+
+
 class SearchSpec(BaseModel):
     """How to search: the space, the algorithm, trials and their resources."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples: int = Field(8, ge=1, examples=[16])
-    algorithm: Literal["random", "optuna"] = Field("random", examples=["random"])
+    algorithm: Literal["random", "optuna", "pbt"] = Field("random", examples=["random"])
     metric: str = Field("val_loss", examples=["val_loss"])
     mode: Literal["min", "max"] = Field("min", examples=["min"])
     workers_per_trial: Optional[int] = Field(None, ge=1, examples=[2])
     max_concurrent: Optional[int] = Field(None, ge=1, examples=[2])
     max_failures_per_trial: int = Field(0, ge=0, examples=[1])
     asha: AshaSpec = AshaSpec()
+    pbt: PbtSpec = PbtSpec()
+    # End the whole search once any trial reaches every one of these, e.g. {val_accuracy: 0.98}.
+    stop_at: Optional[dict[str, float]] = Field(None, examples=[{"val_accuracy": 0.98}])
     space: dict[str, Any] = Field(..., examples=[{"optimizer.learning_rate": {"loguniform": [1e-4, 1e-2]}}])
+
+    @field_validator("stop_at")
+    @classmethod
+    def _known_metrics(cls, stop_at: Optional[dict]) -> Optional[dict]:
+        if stop_at is None:
+            return None
+        if not stop_at:
+            raise ValueError("give at least one metric, e.g. `stop_at: {val_accuracy: 0.98}`")
+        for metric, target in stop_at.items():
+            if metric not in STOP_METRICS:
+                raise ValueError(f"{metric!r} is not a metric trials report; valid: {', '.join(STOP_METRICS)}")
+            if metric.endswith("accuracy") and not 0 < target <= 1:
+                raise ValueError(f"an accuracy target is in (0, 1], got {metric}: {target}")
+            if metric.endswith("loss") and target <= 0:
+                raise ValueError(f"a loss target is > 0, got {metric}: {target}")
+        return stop_at
 
     @field_validator("space")
     @classmethod
@@ -144,10 +193,83 @@ class Search:
             else:
                 self.fields[key] = parse_value(value, key)
         self._check_against_spec()
+        self._check_pbt()
         if search.algorithm == "optuna" and any(isinstance(v, Domain) and v.kind == "grid"
                                                 for v in self._all_values()):
             raise UserError("search.space: grid domains need `algorithm: random` (Optuna samples, it does "
                             "not enumerate); use {choice: [...]} instead")
+
+    # ------------------------------------------------------------------ PBT
+
+    def _check_pbt(self) -> None:
+        s = self.search
+        if s.algorithm != "pbt":
+            if "pbt" in s.model_fields_set:
+                raise UserError("search.pbt: only used with `algorithm: pbt`")
+            return
+        if self.population() < 2:
+            raise UserError(f"search.samples: PBT needs a population of at least 2, got {self.population()}")
+        if "asha" in s.model_fields_set and s.asha.enabled:
+            raise UserError("search.asha: PBT cannot be combined with ASHA (PBT's scheduler replaces it); "
+                            "remove `asha:` from the config")
+        epochs = self.base.training.epochs
+        if s.pbt.perturbation_interval >= epochs:
+            raise UserError(f"search.pbt.perturbation_interval: {s.pbt.perturbation_interval} epochs leaves no "
+                            f"perturbation within training.epochs ({epochs}); use at most {max(1, epochs - 1)}")
+        for key in self.mutated():
+            if key == SCHEDULE_KEY:
+                raise UserError(f"search.pbt.mutate: {SCHEDULE_KEY} cannot be mutated (a member keeps its schedule "
+                                "family); mutate optimizer.learning_rate, the base LR of that schedule")
+            value = self.fields.get(key)
+            if not isinstance(value, Domain):
+                raise UserError(f"search.pbt.mutate: {key!r} is not a searched parameter of search.space; "
+                                f"searched: {', '.join(k for k, v in self.fields.items() if isinstance(v, Domain)) or 'none'}")
+            if value.kind != "choice" and not all(isinstance(a, (int, float)) for a in value.args):
+                raise UserError(f"search.pbt.mutate: {key!r} must be numeric or a choice to be mutated")
+
+    def population(self, samples: Optional[int] = None) -> int:
+        """How many trials the search runs: samples x every grid's size."""
+        n = samples or self.search.samples
+        for value in self._all_values():
+            if isinstance(value, Domain) and value.kind == "grid":
+                n *= len(value.args)
+        return n
+
+    def mutated(self) -> list[str]:
+        """The parameters PBT perturbs: ``pbt.mutate``, by default every sampled field of the space."""
+        if self.search.pbt.mutate is not None:
+            return list(self.search.pbt.mutate)
+        return [k for k, v in self.fields.items() if isinstance(v, Domain)]
+
+    def pbt_mutations(self) -> dict:
+        """PBT's ``hyperparam_mutations``: what it resamples from, else multiplies by a factor.
+
+        A numeric domain (also a choice or grid of numbers) is multiplied, or
+        resampled from; a choice of other values is shifted to a neighbour.
+        """
+        out: dict[str, Any] = {}
+        for key in self.mutated():
+            domain = self.fields[key]
+            if domain.kind in ("choice", "grid"):
+                numeric = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in domain.args)
+                out[key] = Resample(domain.args) if numeric else list(domain.args)
+            else:
+                out[key] = domain.to_tune()
+        return out
+
+    def clamp_mutations(self, config: dict) -> dict:
+        """Keep multiplied values inside a range's bounds (PBT's ``custom_explore_fn``).
+
+        A choice or grid of numbers names starting points, not bounds: not clamped.
+        """
+        for key in self.mutated():
+            domain = self.fields[key]
+            value = config.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and domain.kind in ("uniform", "loguniform", "randint"):
+                low, high = domain.args
+                config[key] = type(value)(min(max(value, low), high))
+        return config
 
     def _all_values(self) -> list:
         return [*self.fields.values(), *(v for p in self.schedules.values() for v in p.values())]
@@ -237,6 +359,18 @@ class Search:
             for name, value in (trial_config.get("schedule_params") or {}).get(family, {}).items():
                 out[f"{family}.{name}"] = _plain(value)
         return out
+
+
+class Resample:
+    """Draw one of a list's numbers (a picklable callable for PBT's resampling)."""
+
+    def __init__(self, values: list):
+        self.values = list(values)
+
+    def __call__(self):
+        import random
+
+        return random.choice(self.values)
 
 
 def _plain(value: Any) -> Any:

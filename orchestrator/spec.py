@@ -190,7 +190,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     """The first problem of a pydantic error as one line: field, what is wrong, a valid example."""
     first = err.errors()[0]
     loc = tuple(first["loc"])
-    where = ".".join(str(p) for p in loc if p not in ("constant", "hold_then_exp_decay", "step", "cosine")) or "config"
+    from orchestrator.schedules import SCHEDULES
+    where = ".".join(str(p) for p in loc if p not in SCHEDULES) or "config"
     what = first["msg"]
     if first["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -203,9 +204,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         if sep and parent is not None and field in parent.model_fields:
             # A check across fields (model validator) names the field it is about.
             loc, what = loc + (field,), rest
-            where = ".".join(str(p) for p in loc)
+            where = ".".join(str(p) for p in loc if p not in SCHEDULES)
     elif first["type"] == "union_tag_invalid":
-        from orchestrator.schedules import SCHEDULES
         what = f"unknown schedule {first['input'].get('name')!r}; valid: {', '.join(SCHEDULES)}" \
             if isinstance(first.get("input"), dict) else what
     elif "input" in first and first["type"] not in ("missing",):

@@ -25,6 +25,16 @@ search:
 """
 
 
+PBT_TUNE = """
+training: {epochs: 4}
+search:
+  algorithm: pbt
+  samples: 4
+  space:
+    optimizer.learning_rate: {loguniform: [0.0003, 0.01]}
+"""
+
+
 def _npz(path: Path, **overrides) -> Path:
     arrays = {
         "x_train": np.zeros((100, 28, 28), np.uint8), "y_train": np.arange(100, dtype=np.uint8) % 10,
@@ -107,6 +117,40 @@ CASES = [
                 "--resume"], "latest checkpoint"),
     ("name-with-slash", lambda t: ["train", "--name", "a/b"], "name: must be letters"),
     ("tune-without-config", lambda t: ["tune"], "tune needs --config"),
+    ("piecewise-non-increasing-epochs",
+     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: piecewise, "
+                                                             "breakpoints: [[0, 0.01], [5, 0.001], [3, 0.0001]]}\n"))],
+     "lr_schedule.breakpoints: epochs must increase, got 3 after 5"),
+    ("piecewise-negative-lr",
+     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: piecewise, lrs: [0.01, -0.001]}\n"))],
+     "lr_schedule.lrs: every learning rate must be > 0, got -0.001"),
+    ("pbt-population-of-one",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE)), "--samples", "1"],
+     "search.samples: PBT needs a population of at least 2, got 1"),
+    ("pbt-interval-zero",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {perturbation_interval: 0}\n"))],
+     "search.pbt.perturbation_interval: Input should be greater than or equal to 1"),
+    ("pbt-interval-longer-than-training",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {perturbation_interval: 6}\n"))],
+     "search.pbt.perturbation_interval: 6 epochs leaves no perturbation within training.epochs (4)"),
+    ("pbt-mutates-a-parameter-not-searched",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {mutate: [optimizer.momentum]}\n"))],
+     "search.pbt.mutate: 'optimizer.momentum' is not a searched parameter of search.space"),
+    ("pbt-with-asha",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  asha: {grace_period: 2}\n"))],
+     "search.asha: PBT cannot be combined with ASHA"),
+    ("pbt-section-without-pbt",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE + "  pbt: {perturbation_interval: 1}\n"))],
+     "search.pbt: only used with `algorithm: pbt`"),
+    ("stop-at-unknown-metric",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_f1=0.9"],
+     "search.stop_at: 'val_f1' is not a metric trials report"),
+    ("stop-at-accuracy-above-one",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_accuracy=98"],
+     "an accuracy target is in (0, 1], got val_accuracy: 98.0"),
+    ("stop-at-not-a-pair",
+     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_accuracy"],
+     "--stop-at 'val_accuracy': give METRIC=VALUE"),
 ]
 
 

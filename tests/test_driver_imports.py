@@ -13,7 +13,7 @@ def test_building_a_run_or_a_trial_imports_no_tensorflow(tmp_path):
     # A fresh interpreter: this test process may have imported TensorFlow already.
     script = textwrap.dedent(f"""
         import sys
-        import orchestrator.cli, orchestrator.engine.tune
+        import orchestrator.cli, orchestrator.engine.tune, orchestrator.engine.pbt, orchestrator.engine.stop_at
         from orchestrator.engine.train import load_data, make_trainer
         from orchestrator.spec import ExperimentSpec
         spec = ExperimentSpec.model_validate({{"task": "mnist_cnn", "data": {{"train_examples": 100}}}})

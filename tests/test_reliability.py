@@ -207,7 +207,7 @@ def read_json_or_none(path: Path):
 
 def write_config(tmp_path: Path, config: dict, mnist_path: Path, name: str) -> Path:
     config = json.loads(json.dumps(config))
-    config["data"]["path"] = str(mnist_path)
+    config["task"] = {**config.get("task", {}), "path": str(mnist_path)}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
     return path
@@ -392,6 +392,62 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
     assert resumed_epochs(resumed), \
         f"trials running at the kill ({running}) did not resume from a checkpoint\n" + resumed.output_tail()
     assert Path(summary["evaluation"]["exported_model"]).is_file()
+
+
+PBT_SEARCH_CONFIG = {
+    "seed": 3,
+    "training": {"epochs": 6, "batch_size_per_worker": 64, "verbose": 0},
+    "early_stopping": {"enabled": False},
+    "lr_schedule": {"name": "constant"},
+    "checkpoint": {"keep_best": 1},
+    "tensorboard": {"histogram_freq": 0, "write_graph": False},
+    "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
+    "search": {
+        "algorithm": "pbt", "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
+        "pbt": {"perturbation_interval": 2, "quantile": 0.5, "resample_probability": 0.0},
+        "space": {"optimizer.learning_rate": {"grid": [0.002, 0.3]}},
+    },
+}
+
+
+def recorded_copies(run_dir: Path) -> list[dict]:
+    """Copies recorded in the members' Tune checkpoints so far (each member's lineage.json)."""
+    copies = []
+    for lineage in run_dir.glob("run_pbt_trial_*/checkpoint_*/lineage.json"):
+        try:
+            copies += [c for c in json.loads(lineage.read_text())["copies"] if c not in copies]
+        except (OSError, ValueError):
+            pass
+    return copies
+
+
+def test_a_pbt_search_whose_driver_was_killed_resumes_its_population_and_lineage(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, PBT_SEARCH_CONFIG, mnist_path, "pbt.yaml")
+    storage, name = tmp_path / "results", "pbt-killed"
+    run_dir = storage / name
+    args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
+    search = cli(*args, tag="pbt")
+    # Killed once a member has copied another and trained on from it.
+    copies = wait_for(lambda: recorded_copies(run_dir), RUN_TIMEOUT, "a PBT copy", search, interval=0.1)
+    os.killpg(search.pgid, signal.SIGKILL)
+    assert not search.wait_group_gone(ORPHAN_GRACE), "processes of the killed search still alive"
+    assert not (run_dir / "summary.json").exists(), "the search had finished before the kill"
+
+    resumed = cli(*args, "--resume", tag="pbt-resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed PBT search") == 0, resumed.output_tail()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trials"] == 2 and len({r["trial_id"] for r in summary["results"]}) == 2
+    epochs = PBT_SEARCH_CONFIG["training"]["epochs"]
+    for row in summary["results"]:
+        assert row["status"] == "TERMINATED", row["stop_reason"]
+        assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), row["trial_id"]
+    # The population went on from its checkpoints (not from scratch), lineage included:
+    # the copy made before the kill is still in the copier's record, with who trained what.
+    assert resumed_epochs(resumed), resumed.output_tail()
+    lineages = [c for row in summary["results"] for c in row["lineage"]]
+    first = copies[0]
+    assert {k: first[k] for k in ("member", "from", "epoch")} in \
+        [{k: c[k] for k in ("member", "from", "epoch")} for c in lineages], (copies, lineages)
 
 
 # ------------------------------------------------------------ 3. stopped by the user

@@ -102,7 +102,7 @@ def test_constant_is_base_lr_at_every_epoch(epoch):
 # ----------------------------------------------------------------- through the spec
 
 def test_every_schedule_name_is_registered():
-    assert set(SCHEDULES) == {"constant", "hold_then_exp_decay", "step", "cosine"}
+    assert set(SCHEDULES) == {"constant", "hold_then_exp_decay", "step", "cosine", "piecewise"}
 
 
 @pytest.mark.parametrize("config, cls, epoch, expected", [
@@ -148,3 +148,51 @@ def test_cosine_decay_epochs_follows_epochs_override(tmp_path):
 def test_short_label_names_schedule_and_parameters():
     assert Step(drop=0.5, every=3).short() == "step(drop=0.5,every=3)"
     assert Constant().short() == "constant"
+
+
+# ----------------------------------------------------------------- piecewise
+
+def test_piecewise_per_epoch_lrs_are_absolute_and_the_last_one_holds():
+    from orchestrator.schedules import Piecewise
+
+    s = Piecewise(lrs=[0.003, 0.002, 0.0005])
+    # Whatever the base LR, the listed LRs are used: a replay does not depend on it.
+    assert [s(e, 123.0) for e in range(5)] == [0.003, 0.002, 0.0005, 0.0005, 0.0005]
+
+
+def test_piecewise_breakpoints_hold_each_lr_until_the_next():
+    from orchestrator.schedules import Piecewise
+
+    s = Piecewise(breakpoints=[[0, 0.01], [3, 0.001], [5, 0.0001]])
+    assert [s(e, BASE) for e in range(7)] == [0.01] * 3 + [0.001] * 2 + [0.0001] * 2
+
+
+def test_piecewise_replays_float32_rounded_lrs_exactly_through_yaml(tmp_path):
+    # What Keras logs is the optimizer's float32 LR widened to a float: the YAML
+    # written for a replay must give back the very same number.
+    lrs = [0.0012000000569969416, 0.0009600000339560211, 0.0011520000407472253]
+    cfg = tmp_path / "replay.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({"lr_schedule": {"name": "piecewise", "lrs": lrs}}))
+    spec = load_spec(cfg)
+    assert [spec.lr_schedule(e, 1.0) for e in range(3)] == lrs
+    assert spec.lr_schedule.short() == "piecewise(epochs=3)"
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ({"lrs": [0.001, -0.1]}, "lr_schedule.lrs: every learning rate must be > 0, got -0.1"),
+    ({"breakpoints": [[0, 0.01], [4, 0.001], [4, 0.0001]]},
+     "lr_schedule.breakpoints: epochs must increase, got 4 after 4"),
+    ({"breakpoints": [[0, 0.01], [5, 0.001], [2, 0.0001]]},
+     "lr_schedule.breakpoints: epochs must increase, got 2 after 5"),
+    ({"breakpoints": [[2, 0.01]]}, "lr_schedule.breakpoints: the first breakpoint must be at epoch 0, got 2"),
+    ({"breakpoints": [[0, 0.01], [2, -1]]}, "lr_schedule.breakpoints: every learning rate must be > 0, got -1"),
+    ({}, "lr_schedule.lrs: give exactly one of"),
+    ({"lrs": [0.1], "breakpoints": [[0, 0.1]]}, "lr_schedule.lrs: give exactly one of"),
+])
+def test_bad_piecewise_schedules_fail_in_one_line(schedule, message):
+    from conftest import error_of
+
+    msg = error_of(build_spec, {"lr_schedule": {"name": "piecewise", **schedule}})
+    assert msg.startswith(message), msg

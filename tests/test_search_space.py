@@ -113,3 +113,60 @@ def test_a_config_without_search_section_is_refused():
 
 def test_workers_per_trial_sets_the_trials_scaling():
     assert search_of(workers_per_trial=3).base.scaling.workers == 3
+
+
+# ----------------------------------------------------------------- PBT (pure parts)
+
+def test_the_shipped_pbt_config_is_a_population_of_4_perturbed_every_2_epochs():
+    from pathlib import Path
+
+    from orchestrator.search_space import load_search
+    from orchestrator.spec import read_yaml
+
+    search = load_search(read_yaml(Path(__file__).parents[1] / "jobs" / "configs" / "pbt_mnist.yaml"))
+    assert search.search.algorithm == "pbt" and search.population() == 4
+    assert search.search.pbt.perturbation_interval == 2 and search.mutated() == ["optimizer.learning_rate"]
+
+
+def test_pbt_mutations_stay_inside_a_range_but_not_inside_a_grid():
+    from orchestrator.search_space import load_search
+
+    def search(domain):
+        return load_search({"training": {"epochs": 4}, "search": {
+            "algorithm": "pbt", "samples": 2, "space": {"optimizer.learning_rate": domain}}})
+
+    ranged = search({"loguniform": [0.001, 0.01]})
+    assert ranged.clamp_mutations({"optimizer.learning_rate": 0.012}) == {"optimizer.learning_rate": 0.01}
+    assert ranged.clamp_mutations({"optimizer.learning_rate": 0.0008}) == {"optimizer.learning_rate": 0.001}
+    gridded = search({"grid": [0.002, 0.3]})
+    assert gridded.population() == 4
+    assert gridded.clamp_mutations({"optimizer.learning_rate": 0.0016}) == {"optimizer.learning_rate": 0.0016}
+    assert gridded.pbt_mutations()["optimizer.learning_rate"]() in (0.002, 0.3)  # resampled from the grid
+
+
+def test_who_trained_each_epoch_of_a_lineage():
+    from orchestrator.engine.pbt import trained_by
+
+    # c copied b at epoch 6, which had copied a at epoch 2.
+    copies = [{"member": "b", "from": "a", "epoch": 2}, {"member": "c", "from": "b", "epoch": 6}]
+    owner = trained_by(list(range(1, 9)), "c", copies)
+    assert owner == {1: "a", 2: "a", 3: "b", 4: "b", 5: "b", 6: "b", 7: "c", 8: "c"}
+    assert trained_by([1, 2, 3], "a", []) == {1: "a", 2: "a", 3: "a"}
+
+
+def test_a_start_from_another_members_checkpoint_is_recorded_as_a_copy(tmp_path):
+    import json
+
+    from orchestrator.engine.pbt import LINEAGE, start_lineage
+
+    donor_ckpt = tmp_path / "ckpt"
+    donor_ckpt.mkdir()
+    (donor_ckpt / "state.json").write_text(json.dumps({"epoch": 4, "history": []}))
+    (donor_ckpt / LINEAGE).write_text(json.dumps({"member": "a", "copies": [{"member": "a", "from": "b", "epoch": 2}]}))
+    lineage = start_lineage("c", str(donor_ckpt), {"optimizer.learning_rate": 0.0012})
+    assert lineage == {"member": "c", "copies": [
+        {"member": "a", "from": "b", "epoch": 2},
+        {"member": "c", "from": "a", "epoch": 4, "config": {"optimizer.learning_rate": 0.0012}}]}
+    # Its own checkpoint (PBT paused and resumed it): no copy.
+    assert start_lineage("a", str(donor_ckpt), {})["copies"] == [{"member": "a", "from": "b", "epoch": 2}]
+    assert start_lineage("a", None, {}) == {"member": "a", "copies": []}

@@ -133,8 +133,14 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path: str, name: str,
-                 tensorboard_dir: str, trial: Optional[Trial] = None, callbacks: Optional[list] = None):
-    """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop."""
+                 tensorboard_dir: str, trial: Optional[Trial] = None, callbacks: Optional[list] = None,
+                 start_checkpoint=None):
+    """The Ray Train trainer of one run (also what each Tune trial runs): TF_CONFIG + the worker loop.
+
+    ``start_checkpoint`` (a ``ray.train.Checkpoint``): where the workers start when
+    the run has no checkpoint of its own yet (a PBT member continuing another's
+    state); Train V2's way, as ``resume_from_checkpoint`` is gone.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     # What ray.train.tensorflow.TensorflowTrainer is, minus its TensorFlow import (see tf_backend).
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
@@ -147,7 +153,8 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
         train_loop,
         backend_config=TFConfigBackendConfig(),
         train_loop_config=WorkerConfig(spec=spec, task=task, data=data_ref, run_dir=str(Path(storage_path) / name),
-                                       tensorboard_dir=tensorboard_dir, trial=trial).as_train_loop_config(),
+                                       tensorboard_dir=tensorboard_dir, trial=trial,
+                                       start_checkpoint=start_checkpoint).as_train_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.gpus_per_worker > 0,
             resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker},

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
+import re
 import signal
 import threading
 import time
@@ -76,21 +78,36 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
 def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     from ray import tune
 
+    from orchestrator.engine.pbt import run_pbt_trial
+
     # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
     # the task as the driver found it, so a trial on a node without the task's file runs it.
-    fn = tune.with_parameters(run_trial, search=search, data={"ref": data_ref, "task": task},
+    trial_fn = run_pbt_trial if search.search.algorithm == "pbt" else run_trial
+    fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
                               run_dir=str(run_dir))
     return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
 
 
-def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int):
+def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
+           stopper=None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = search.search
     scheduler = None
-    if s.asha.enabled:
+    if s.algorithm == "pbt":
+        # Time is the epoch each member reports (its lineage's, continued across exploits),
+        # not Tune's iteration count, which restarts with every start of a member's function.
+        from orchestrator.engine.pbt import _pbt_scheduler_class
+
+        scheduler = _pbt_scheduler_class()(
+            slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
+            hyperparam_mutations=search.pbt_mutations(), quantile_fraction=s.pbt.quantile,
+            resample_probability=s.pbt.resample_probability,
+            perturbation_factors=tuple(s.pbt.perturbation_factors),
+            custom_explore_fn=search.clamp_mutations)
+    elif s.asha.enabled:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=search.base.training.epochs,
                                   grace_period=min(s.asha.grace_period, search.base.training.epochs),
                                   reduction_factor=s.asha.reduction_factor)
@@ -112,14 +129,15 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
                                     scheduler=scheduler, search_alg=algorithm,
                                     max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=StopOnTaskError(),
+        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
     )
 
 
 # ----------------------------------------------------------------- summary
 
-def _stop_reason(result, last: dict, max_epochs: int) -> str:
+def _stop_reason(result, last: dict, max_epochs: int, search: Optional[Search] = None,
+                 hit: Optional[dict] = None) -> str:
     if result.error is not None:
         first_line = str(result.error).strip().splitlines()[0] if str(result.error).strip() else ""
         return f"error: {type(result.error).__name__}: {first_line}"[:300]
@@ -129,8 +147,22 @@ def _stop_reason(result, last: dict, max_epochs: int) -> str:
     if reason == "max_epochs":
         return f"max_epochs ({max_epochs})"
     if last.get("epoch") is not None:
+        if hit is not None and _running_at(last, hit, search):
+            return f"stop_at (trial {hit['trial_id']} reached the target) at epoch {last.get('epoch')}"
         return f"asha at epoch {last.get('epoch')}"
     return "not started"
+
+
+def _running_at(last: dict, hit: dict, search: Optional[Search]) -> bool:
+    """Whether a trial that did not end by itself was still running when stop_at ended the search.
+
+    Without ASHA nothing else stops a trial. With ASHA, a trial whose last epoch
+    ended more than an epoch before the hit was stopped by ASHA.
+    """
+    if search is None or search.search.algorithm == "pbt" or not search.search.asha.enabled:
+        return True
+    ended = (last.get("started_at") or 0) + (last.get("epoch_seconds") or 0)
+    return ended >= hit["time"] - 2 * (last.get("epoch_seconds") or 0) - 1
 
 
 def recorded_state(run_dir: Path, trial_id: str) -> tuple[Optional[dict], dict[int, str]]:
@@ -167,12 +199,15 @@ def with_recorded_history(history: list[dict], latest: Optional[dict], kept: dic
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def trial_row(result, search: Search, run_dir: Path) -> dict:
+KEEP_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                "stop_reason", "checkpoint_path", "started_at", "epoch_seconds")
+
+
+def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None) -> dict:
     """One trial's line of the summary, from Tune's record of what it reported."""
     metric, mode = search.search.metric, search.search.mode
     history = []
-    keep_columns = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
-                    "stop_reason", "checkpoint_path")
+    keep_columns = KEEP_COLUMNS
     if result.metrics_dataframe is not None and len(result.metrics_dataframe):
         df = result.metrics_dataframe
         keep = [c for c in keep_columns if c in df.columns]
@@ -190,7 +225,7 @@ def trial_row(result, search: Search, run_dir: Path) -> dict:
         "status": "ERROR" if result.error is not None else "TERMINATED",
         "config": hparams,
         "epochs_run": int(last.get("epoch") or 0),
-        "stop_reason": _stop_reason(result, last, search.base.training.epochs),
+        "stop_reason": _stop_reason(result, last, search.base.training.epochs, search, hit),
         "best_epoch": best.get("epoch"),
         f"best_{metric}": best.get(metric),
         "best_val_accuracy": best.get("val_accuracy"),
@@ -201,8 +236,54 @@ def trial_row(result, search: Search, run_dir: Path) -> dict:
     }
 
 
+def pbt_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None) -> dict:
+    """A PBT member's line: its lineage's whole history (from its last checkpoint) and its copies.
+
+    Tune's own record of a member restarts with each exploit; the member's last
+    checkpoint holds every epoch of its lineage, inherited ones included, with
+    the LR each actually used, and who trained it.
+    """
+    from orchestrator.engine.pbt import member_record, trained_by
+
+    # Not the id in its last metrics: an exploited member that ended before reporting
+    # again still carries its donor's last result there.
+    found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name)
+    trial_id = found.group(1) if found else trial_row_id(result)
+    final_dir = result.checkpoint.path if result.checkpoint is not None else None
+    state, lineage = member_record(final_dir, trial_id)
+    if state is None:  # never reported a checkpoint (failed at start)
+        row = trial_row(result, search, run_dir, hit)
+        return {**row, "copies": [], "lineage": []}
+    metric, mode = search.search.metric, search.search.mode
+    history = [{k: v for k, v in h.items() if k in KEEP_COLUMNS} for h in state["history"]]
+    owner = trained_by([h["epoch"] for h in history], trial_id, lineage["copies"])
+    for h in history:
+        h["trained_by"] = owner[h["epoch"]]
+    hparams = search.hparams(result.config or {})
+    last = {**(history[-1] if history else {}), "stop_reason": state.get("stop_reason")}
+    scored = [h for h in history if h.get(metric) is not None]
+    best = (min if mode == "min" else max)(scored, key=lambda h: h[metric]) if scored else {}
+    return {
+        "trial_id": trial_id,
+        "label": trial_id,  # one TensorBoard run per member, whatever its config becomes
+        "status": "ERROR" if result.error is not None else "TERMINATED",
+        "config": hparams,
+        "epochs_run": int(last.get("epoch") or 0),
+        "stop_reason": _stop_reason(result, last, search.base.training.epochs, search, hit),
+        "best_epoch": best.get("epoch"),
+        f"best_{metric}": best.get(metric),
+        "best_val_accuracy": best.get("val_accuracy"),
+        # The last checkpoint holds the lineage's best weights too (best.weights.h5).
+        "best_checkpoint": final_dir,
+        "final_checkpoint": final_dir,
+        "copies": [c for c in lineage["copies"] if c["member"] == trial_id],
+        "lineage": lineage["copies"],
+        "history": history,
+    }
+
+
 def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
-    """val_loss and LR per epoch of every trial, in one PNG."""
+    """val_loss and LR per epoch of every trial, in one PNG; a PBT copy is marked with an x."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +297,14 @@ def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
         line, = ax_metric.plot(epochs, [h.get(metric) for h in row["history"]], marker=".",
                                label=row["label"][:48])
         ax_lr.plot(epochs, [h.get("learning_rate") for h in row["history"]], marker=".", color=line.get_color())
+        lr_of = {h["epoch"]: h.get("learning_rate") for h in row["history"]}
+        for copy in row.get("copies", []):  # the first epoch on the donor's state, at the new LR
+            if lr_of.get(copy["epoch"] + 1) is not None:
+                ax_lr.plot([copy["epoch"] + 1], [lr_of[copy["epoch"] + 1]], marker="x", markersize=10,
+                           color=line.get_color())
+                ax_metric.plot([copy["epoch"] + 1], [next(h.get(metric) for h in row["history"]
+                                                          if h["epoch"] == copy["epoch"] + 1)],
+                               marker="x", markersize=10, color=line.get_color())
     ax_metric.set(title=f"{metric} per epoch", xlabel="epoch", ylabel=metric)
     ax_lr.set(title="learning rate per epoch", xlabel="epoch", ylabel="learning rate", yscale="log")
     ax_metric.legend(fontsize=6, loc="upper right")
@@ -227,14 +316,19 @@ def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
 
 def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_ref, wall: float,
               evaluate_best: bool = True) -> dict:
+    from orchestrator.engine.stop_at import recorded_hit
+
     metric, mode = search.search.metric, search.search.mode
-    rows = [trial_row(result, search, run_dir) for result in result_grid]
+    hit = recorded_hit(run_dir) if search.search.stop_at else None
+    make_row = pbt_row if search.search.algorithm == "pbt" else trial_row
+    rows = [make_row(result, search, run_dir, hit) for result in result_grid]
     rows.sort(key=lambda r: r["trial_id"])
     scored = [r for r in rows if r.get(f"best_{metric}") is not None and r.get("best_checkpoint")]
     best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"]) if scored else None
     summary: dict[str, Any] = {
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,
-        "trials": len(rows), "wall_seconds": wall,
+        "algorithm": search.search.algorithm, "trials": len(rows), "wall_seconds": wall,
+        "stop_at": ({"targets": search.search.stop_at, "reached": hit} if search.search.stop_at else None),
         "tensorboard_dir": str(run_dir / TENSORBOARD_DIR),
         "best_trial": None, "evaluation": None, "results": rows,
     }
@@ -249,13 +343,42 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
             summary["evaluation"] = evaluate_checkpoints(
                 trial_spec, task, Checkpoint(best["final_checkpoint"]),
                 Checkpoint(best["best_checkpoint"]), data_ref, str(run_dir / EXPORT_FILE))
+        summary["best_schedule"] = write_best_schedule(best, search, result_grid, run_dir)
     summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
                "best_val_accuracy", "best_checkpoint"] + sorted({k for r in rows for k in r["config"]})
-    write_csv_atomic(run_dir / SUMMARY_CSV, [{**r, **r["config"]} for r in rows], columns)
+    columns += (["copied_from"] if search.search.algorithm == "pbt" else []) + ["learning_rates"]
+    write_csv_atomic(run_dir / SUMMARY_CSV, [{**r, **r["config"], **csv_extras(r)} for r in rows], columns)
     write_json_atomic(run_dir / SUMMARY_JSON, summary)
     summary["summary_file"] = str(run_dir / SUMMARY_JSON)
     return summary
+
+
+BEST_SCHEDULE = "best_schedule.yaml"
+
+
+def csv_extras(row: dict) -> dict:
+    """The LR of every epoch, and a PBT member's copies (``donor@epoch``), as CSV cells."""
+    return {"learning_rates": " ".join(f"{h['learning_rate']:.6g}" for h in row["history"]
+                                       if h.get("learning_rate") is not None),
+            "copied_from": "; ".join(f"{c['from']}@{c['epoch']}" for c in row.get("copies", []))}
+
+
+def write_best_schedule(best: dict, search: Search, result_grid, run_dir: Path) -> Optional[str]:
+    """The winner's LR of every epoch as a complete train config (``best_schedule.yaml``)."""
+    from orchestrator.engine.pbt import replay_config
+
+    history = best.get("history") or []
+    if not history or any(h.get("learning_rate") is None for h in history) \
+            or [h["epoch"] for h in history] != list(range(1, len(history) + 1)):
+        return None
+    config = next(r.config for r in result_grid if trial_row_id(r) == best["trial_id"])
+    spec = search.trial_spec(config)
+    text = replay_config(spec.model_dump(mode="json"), history,
+                         f"trial {best['trial_id']} of search {run_dir.name}")
+    path = run_dir / BEST_SCHEDULE
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+    return str(path)
 
 
 def trial_row_id(result) -> str:
@@ -296,13 +419,25 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
     trainable = _trainable(search, task, data_ref, run_dir)
     started = time.time()
+    stopper = StopOnTaskError()
+    if search.search.stop_at:
+        from ray.tune.stopper import CombinedStopper
+
+        from orchestrator.engine.stop_at import STOP_AT_FILE, StopAtTarget
+
+        stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, str(run_dir / STOP_AT_FILE),
+                                                        started))
+    if search.search.algorithm == "pbt":
+        # PBT draws donors and perturbations from Python's `random`: seeded like the trials
+        # (the order results arrive in still varies, so two searches may differ).
+        random.seed(search.base.seed)
     if resume and tune.Tuner.can_restore(str(run_dir)):
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True,
                                    param_space=search.param_space())
     elif resume:
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
-        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent)
+        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, stopper)
     with ctrl_c_after_graceful_stop():
         result_grid = tuner.fit()
     for result in result_grid:  # a task that cannot train stops the search at its first trial

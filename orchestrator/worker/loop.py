@@ -101,7 +101,8 @@ def train_loop_per_worker(config: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
-    checkpoint = ray.train.get_checkpoint()
+    # The run's own latest (a restart after a failure), else where it was told to start (PBT).
+    checkpoint = ray.train.get_checkpoint() or run.start_checkpoint
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = read_state(directory)

@@ -1,0 +1,237 @@
+"""Population Based Training over distributed Ray Train trials, on Ray Tune's own scheduler.
+
+    $ orchestrator tune --config jobs/configs/pbt_mnist.yaml --name pbt1
+    $ orchestrator train --config results/pbt1/best_schedule.yaml --name replay1
+
+Ray Tune's ``PopulationBasedTraining`` exploits by pausing the weaker trial
+and starting its function again with ``tune.get_checkpoint()`` = the better
+trial's last *Tune* checkpoint. ``TuneReportCallback`` only forwards metrics
+(the Train checkpoint's path, not a Tune checkpoint), so a PBT member hands
+every Train checkpoint to Tune itself:
+
+- :class:`HandCheckpointToTune`, a Train callback in Train's controller, puts
+  each reported checkpoint on a queue and waits until the trial has passed it
+  to ``tune.report`` (which copies it into Tune's trial directory), so Train's
+  own checkpoint rotation cannot delete it first.
+- :func:`run_pbt_trial` runs ``trainer.fit()`` in a thread and reports what
+  arrives. When it starts from a Tune checkpoint (an exploit, or its own after
+  PBT paused it) it starts a new Train run ("segment") whose workers restore
+  that checkpoint: weights, optimizer state, epoch, EarlyStopping and
+  best-so-far state, and the history of every epoch before, with the LR each
+  epoch actually used. From then on the LR is the member's (mutated) config's.
+- ``lineage.json`` in each Tune checkpoint records who trained it and every
+  copy in its ancestry ({member, from, epoch}), so a member's record says
+  which member it copied from at which epoch, inherited copies included.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from orchestrator.checkpoint_files import STATE
+from orchestrator.results import read_json, write_atomic
+
+LINEAGE = "lineage.json"
+# How long Train's controller waits for the trial to take a checkpoint: far
+# longer than a report; if the trial died, its controller is gone with it anyway.
+HANDOFF_TIMEOUT_S = 600.0
+
+
+def _user_callback_base():
+    from ray.train.v2.api.callback import UserCallback
+
+    return UserCallback
+
+
+class HandCheckpointToTune(_user_callback_base()):
+    """Hand each Train report (metrics + checkpoint path) to the Tune trial; wait until it took it.
+
+    Args:
+        items: a ``ray.util.queue.Queue`` the trial reads reports from.
+        acks: a queue the trial answers on once Tune has copied the checkpoint.
+    """
+
+    def __init__(self, items, acks):
+        self.items = items
+        self.acks = acks
+
+    def after_report(self, run_context, metrics: list, checkpoint) -> None:
+        item = dict(metrics[0])
+        item["checkpoint_path"] = checkpoint.path if checkpoint else None
+        self.items.put(item, timeout=HANDOFF_TIMEOUT_S)
+        self.acks.get(timeout=HANDOFF_TIMEOUT_S)
+
+
+def read_lineage(directory: str | Path) -> Optional[dict]:
+    path = Path(directory) / LINEAGE
+    return read_json(path) if path.exists() else None
+
+
+def start_lineage(trial_id: str, start_dir: Optional[str], hparams: dict) -> dict:
+    """This member's lineage, given the checkpoint its function starts from (None: from scratch)."""
+    if start_dir is None:
+        return {"member": trial_id, "copies": []}
+    inherited = read_lineage(start_dir) or {"member": trial_id, "copies": []}
+    copies = list(inherited.get("copies", []))
+    if inherited.get("member") != trial_id:  # an exploit: PBT gave us another member's checkpoint
+        epoch = int(read_json(Path(start_dir) / STATE)["epoch"])
+        copies.append({"member": trial_id, "from": inherited.get("member"), "epoch": epoch,
+                       "config": hparams})
+    return {"member": trial_id, "copies": copies}
+
+
+def _next_segment(trials_dir: Path, trial_id: str) -> str:
+    """A fresh Train run name for each start of a member: Train must not resume its own last run."""
+    taken = {p.name for p in trials_dir.glob(f"{trial_id}*")} if trials_dir.exists() else set()
+    n = 0
+    while (f"{trial_id}" if n == 0 else f"{trial_id}.{n}") in taken:
+        n += 1
+    return trial_id if n == 0 else f"{trial_id}.{n}"
+
+
+def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = None) -> None:
+    """One PBT member's function: a Ray Train run from scratch or from the checkpoint Tune gives it."""
+    from ray import tune
+    from ray.train import Checkpoint as TrainCheckpoint
+    from ray.util.queue import Queue
+
+    from orchestrator.contract import Trial
+    from orchestrator.engine.train import TENSORBOARD_DIR, make_trainer
+    from orchestrator.engine.tune import TRIALS_DIR
+
+    trial_id = tune.get_context().get_trial_id()
+    hparams = search.hparams(config)
+    start = tune.get_checkpoint()
+    lineage = start_lineage(trial_id, start.path if start else None, hparams)
+    donor = (read_lineage(start.path) or {}).get("member") if start is not None else None
+    if donor not in (None, trial_id):
+        print(f"[orchestrator] member {trial_id} continues from member {donor}'s epoch "
+              f"{lineage['copies'][-1]['epoch']} with {hparams}", flush=True)
+    trials_dir = Path(run_dir) / TRIALS_DIR
+    segment = _next_segment(trials_dir, trial_id)
+    spec = search.trial_spec(config, name=segment)
+    items = Queue(1, actor_options={"num_cpus": 0})
+    acks = Queue(1, actor_options={"num_cpus": 0})
+    trainer = make_trainer(
+        spec, data["task"], data["ref"], storage_path=str(trials_dir), name=segment,
+        # One TensorBoard run per member, whatever its config becomes.
+        tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / trial_id), trial=Trial(trial_id, dict(hparams)),
+        callbacks=[HandCheckpointToTune(items, acks)],
+        start_checkpoint=TrainCheckpoint(start.path) if start is not None else None)
+
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the trial's thread below)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name=f"fit-{segment}", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = items.get(timeout=1.0)
+        except queue.Empty:  # ray.util.queue.Empty is one
+            if not thread.is_alive():
+                break  # the controller waits for each ack, so nothing can be left behind
+            continue
+        path = item.get("checkpoint_path")
+        checkpoint = None
+        if path:
+            write_atomic(Path(path) / LINEAGE, lambda tmp: tmp.write_text(json.dumps(lineage, indent=1)))
+            checkpoint = tune.Checkpoint.from_directory(path)
+        item["trial_id"] = trial_id
+        tune.report(item, checkpoint=checkpoint)
+        acks.put(True)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def _pbt_scheduler_class():
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    class MemberPBT(PopulationBasedTraining):
+        """Ray Tune's PBT, adapted to members that report a checkpoint with every epoch.
+
+        - Every member at its perturbation point keeps that checkpoint as the one
+          others may copy, not only a member already in the top quantile: with
+          Tune's rule, a member reaching the point before the others are scored
+          is never copyable at that point (in a population of 2, never at all
+          when it is always ahead).
+        - A member's last epoch (``stop_reason`` set) is never perturbed: its
+          function is ending, and copying into it would restart a finished state.
+        - A member is not paused to let a waiting one run (Tune's time sharing)
+          when all unfinished members fit at once (``slots``): pausing would
+          only restart its Train run, at the cost of a cold start.
+
+        Args:
+            slots: how many members run at once.
+            **kwargs: as for ``PopulationBasedTraining``.
+        """
+
+        def __init__(self, slots: int, **kwargs):
+            super().__init__(**kwargs)
+            self._slots = slots
+
+        def on_trial_result(self, tune_controller, trial, result):
+            if result.get("stop_reason"):
+                return TrialScheduler.CONTINUE
+            decision = super().on_trial_result(tune_controller, trial, result)
+            unfinished = [t for t in tune_controller.get_trials() if not t.is_finished()]
+            if decision == TrialScheduler.PAUSE and len(unfinished) <= self._slots:
+                return TrialScheduler.CONTINUE
+            return decision
+
+        def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
+            exploits = self._num_perturbations
+            super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+            if trial not in upper_quantile and self._num_perturbations == exploits:
+                state = self._trial_state[trial]
+                state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
+
+    return MemberPBT
+
+
+def member_record(final_dir: Optional[str], trial_id: str) -> tuple[Optional[dict], dict]:
+    """(state.json, lineage.json) of a member's last Tune checkpoint; (None, empty lineage) without one."""
+    empty = {"member": trial_id, "copies": []}
+    if not final_dir or not (Path(final_dir) / STATE).exists():
+        return None, empty
+    return read_json(Path(final_dir) / STATE), read_lineage(final_dir) or empty
+
+
+def trained_by(epochs: list[int], member: str, copies: list[dict]) -> dict[int, str]:
+    """Which member trained each epoch of a lineage: before each copy, the member copied from."""
+    owner: dict[int, str] = {}
+    later_member = member
+    bound = None
+    for copy in sorted(copies, key=lambda c: c["epoch"], reverse=True):
+        for e in epochs:
+            if e > copy["epoch"] and (bound is None or e <= bound) and e not in owner:
+                owner[e] = later_member
+        later_member, bound = copy["from"], copy["epoch"]
+    for e in epochs:
+        owner.setdefault(e, later_member)
+    return owner
+
+
+def replay_config(spec_dump: dict, history: list[dict], source: str) -> str:
+    """``best_schedule.yaml``: a complete train config whose piecewise schedule is ``history``'s LRs."""
+    import yaml
+
+    lrs = [float(h["learning_rate"]) for h in history]
+    config = json.loads(json.dumps(spec_dump))  # a plain copy
+    config.pop("name", None)
+    config["lr_schedule"] = {"name": "piecewise", "lrs": lrs}
+    config["optimizer"]["learning_rate"] = lrs[0]  # unused by piecewise; kept equal to epoch 0's
+    config["training"]["epochs"] = len(lrs)
+    header = (f"# The LR of every epoch of {source}, as a train config that runs it from scratch:\n"
+              "#   orchestrator train --config best_schedule.yaml --name replay1\n"
+              "# lr_schedule.lrs[e] is the LR epoch e (0-based) used; the rest is that trial's spec.\n")
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
