@@ -14,7 +14,9 @@ the shuffle carry the compact raw arrays.
 **Input function** (``Task.input_fn``): every worker builds its own pipeline
 with ``distribute_datasets_from_function``, and the task reads only its shard
 (``InputContext.input_pipeline_id`` of ``num_input_pipelines``), in batches of
-the per-replica batch.
+the per-replica batch. The pipeline repeats, and ``model.fit`` runs the steps
+the pre-flight check counted in a pass (Keras needs them for a distributed
+dataset, and every worker must run the same number).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def input_fn_dataset(strategy: tf.distribute.Strategy, task: Task, params: Any, 
                      global_batch: int):
     """The task's own per-worker pipeline for ``split``, distributed by ``strategy``."""
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return task.input_fn(params, split, context, context.get_per_replica_batch_size(global_batch))
+        return task.input_fn(params, split, context, context.get_per_replica_batch_size(global_batch)).repeat()
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -69,5 +71,8 @@ def split_datasets(strategy: tf.distribute.Strategy, task: Task, params: Any, ar
 def test_dataset(task: Task, params: Any, arrays, batch: int) -> tf.data.Dataset:
     """The test split in one process (the before/after evaluation and the export check)."""
     if task.per_worker_input:
-        return task.input_fn(params, "test", tf.distribute.InputContext(), batch)
+        dataset = task.input_fn(params, "test", tf.distribute.InputContext(), batch)
+        # A file pipeline's length is unknown until read, and Keras needs it with steps_per_execution.
+        batches = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+        return dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return batched_dataset(arrays.x_test, arrays.y_test, batch, preprocess=task.preprocess)

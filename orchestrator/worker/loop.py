@@ -37,7 +37,7 @@ from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, r
 from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
 from orchestrator.worker.datasets import split_datasets
 from orchestrator.worker.model import TaskError, build_compiled_model
-from orchestrator.worker.preflight import task_problem
+from orchestrator.worker.preflight import check_task
 
 
 def _limit_threads(cpus: float) -> None:
@@ -82,13 +82,12 @@ def train_loop_per_worker(config: dict) -> None:
     arrays = ray.get(run.data) if isinstance(run.data, ray.ObjectRef) else run.data
 
     global_batch = spec.global_batch_size(strategy.num_replicas_in_sync)
-    train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
     try:
         with strategy.scope():
             model = build_compiled_model(spec, task, params)
-        problem = task_problem(task, spec.task.name, params, model, arrays, workers=context.get_world_size(),
-                               replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
-    except TaskError as err:
+        problem, steps = check_task(task, spec.task.name, params, model, arrays, workers=context.get_world_size(),
+                                    replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
+    except TaskError as err:  # build_model raised, or returned no Keras model
         problem = str(err)
     if problem:
         # Every worker reaches the same verdict; reporting (not raising) keeps Ray
@@ -97,6 +96,7 @@ def train_loop_per_worker(config: dict) -> None:
             write_text_atomic(Path(run.run_dir) / TASK_ERROR_FILE, problem)
         ray.train.report({"task_error": problem})
         return
+    train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
@@ -155,6 +155,7 @@ def train_loop_per_worker(config: dict) -> None:
                   "pid": os.getpid()}))
 
     model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
+              steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),
               initial_epoch=start_epoch, callbacks=callbacks,
               verbose=spec.training.verbose if is_chief else 0)
     shutil.rmtree(staging, ignore_errors=True)

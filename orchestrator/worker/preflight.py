@@ -28,21 +28,28 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _first_batch(task: Task, params: Any, split: str, workers: int, replicas: int, global_batch: int):
-    """The first batch of every worker's shard of ``split``; TaskError if one yields nothing."""
-    batches = []
+def shard_batches(task: Task, params: Any, split: str, workers: int, replicas: int, global_batch: int):
+    """(batches in a pass over each worker's shard of ``split``, the first batch of shard 0).
+
+    One full pass over the split, once per run: Keras needs the number of steps
+    of a distributed dataset, and every worker must run the same number. TaskError
+    if a shard yields nothing or the input function raises.
+    """
+    counts, first = [], None
     for pipeline in range(workers):
         context = tf.distribute.InputContext(workers, pipeline, replicas)
         try:
             dataset = task.input_fn(params, split, context, context.get_per_replica_batch_size(global_batch))
-            batch = next(iter(dataset.take(1)), None)
+            if first is None:
+                first = next(iter(dataset.take(1)), None)
+            batches = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
         except Exception as exc:  # the user's input function may raise anything
             raise TaskError(f"input_fn raised {_first_line(exc)} for split {split}, "
                             f"shard {pipeline + 1} of {workers}") from None
-        if batch is None:
+        if batches == 0:
             raise TaskError(f"input_fn yields nothing for split {split}, shard {pipeline + 1} of {workers}")
-        batches.append(batch)
-    return batches
+        counts.append(batches)
+    return counts, first
 
 
 def _loss_function(model: tf.keras.Model):
@@ -85,16 +92,24 @@ def _check_loss(model: tf.keras.Model, x, y) -> None:
                         f"does not fit the labels (shape {tuple(np.shape(y))}): {_first_line(exc)}") from None
 
 
-def task_problem(task: Task, name: str, params: Any, model: tf.keras.Model, arrays, *, workers: int,
-                 replicas: int, global_batch: int) -> Optional[str]:
-    """None if the task can train; else one line saying why not, naming the task."""
+def check_task(task: Task, name: str, params: Any, model: tf.keras.Model, arrays, *, workers: int,
+               replicas: int, global_batch: int) -> tuple[Optional[str], dict[str, int]]:
+    """(None, steps) if the task can train, else (one line saying why not, naming the task, {}).
+
+    ``steps``: for an input-function task, the steps per epoch of train and
+    validation, the longest shard's batches in one pass (every worker must run
+    the same number). Shards of equal size give every example exactly once per
+    epoch; a shorter shard starts its next pass early (its pipeline repeats).
+    """
+    steps: dict[str, int] = {}
     try:
         if task.per_worker_input:
-            labels = []
+            firsts = {}
             for split in SPLITS:
-                labels += [np.asarray(b[1]) for b in _first_batch(task, params, split, workers, replicas,
-                                                                  global_batch)]
-            x, y = _first_batch(task, params, "train", 1, 1, min(global_batch, 8))[0]
+                counts, firsts[split] = shard_batches(task, params, split, workers, replicas, global_batch)
+                steps[split] = max(counts)
+            labels = [np.asarray(batch[1]) for batch in firsts.values()]
+            x, y = firsts["train"]
         else:
             labels = [arrays.y_train, arrays.y_val, arrays.y_test]
             x, y = arrays.x_train[:8], arrays.y_train[:8]
@@ -103,5 +118,5 @@ def task_problem(task: Task, name: str, params: Any, model: tf.keras.Model, arra
         _check_labels_fit(model, labels)
         _check_loss(model, x, y)
     except TaskError as err:
-        return f"task {name}: {err}"
-    return None
+        return f"task {name}: {err}", {}
+    return None, steps
