@@ -10,8 +10,9 @@ this function in each with the same ``config``::
 
 Each worker builds the model inside ``MultiWorkerMirroredStrategy.scope()``
 (mirroring over all of its local GPUs, if it has any; see :func:`_strategy`
-for a run of one worker), restores the latest
-checkpoint when Ray Train restarts the group after a failure, and trains with
+for a run of one worker), restores the checkpoint of the last epoch whose
+report completed when Ray Train restarts the group after a failure (see
+:mod:`orchestrator.worker.resume`), and trains with
 the tutorial's callbacks, reporting every epoch to Ray.
 """
 
@@ -35,6 +36,8 @@ from orchestrator.checkpoint_files import BEST_WEIGHTS
 from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, restore_train_state
 from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
 from orchestrator.worker.datasets import batched_dataset
+from orchestrator.worker.resume import report_again, resume_point
+from orchestrator.worker.tensorboard_rewind import rewind as rewind_tensorboard
 from orchestrator.worker.model import build_compiled_model
 
 
@@ -88,19 +91,28 @@ def train_loop_per_worker(config: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    identity = {"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
+                "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
+    resume = resume_point()  # every rank, at once: the last epoch whose report completed
+    if resume.checkpoint is not None:
+        with resume.checkpoint.as_directory() as directory:
             state = read_state(directory)
             restore_train_state(model, directory)
             if os.path.exists(os.path.join(directory, BEST_WEIGHTS)):
                 shutil.copyfile(os.path.join(directory, BEST_WEIGHTS), best_weights_path)
         start_epoch, history = state["epoch"], state["history"]
         early_state, best_value = state.get("early_stopping"), state.get("best_value")
+        if not resume.registered:
+            report_again(resume, state, identity)
         if state.get("stop_reason"):
             return  # the run had already finished when it was checkpointed
         if is_chief:
-            print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+            print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}"
+                  + ("" if resume.registered else " (found on storage; its report had been lost)"), flush=True)
+    if is_chief:
+        # Events the dead attempt wrote for epochs trained again from here are dropped.
+        rewind_tensorboard(config["tensorboard_dir"], start_epoch, int(model.optimizer.iterations.numpy()))
 
     callbacks: list = [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate)]
     early_stopping = None
@@ -120,8 +132,9 @@ def train_loop_per_worker(config: dict) -> None:
         initial_value_threshold=best_value)
     callbacks.append(best_checkpoint)
     if is_chief:
-        callbacks += chief_tensorboard(
-            config["tensorboard_dir"], spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
+        callbacks += chief_tensorboard(  # one graph per run: written on a fresh start only
+            config["tensorboard_dir"], spec.tensorboard.histogram_freq,
+            spec.tensorboard.write_graph and start_epoch == 0,
             hparams=config.get("hparams"), trial_id=config.get("trial_name"), history=history)
 
     def extra_state() -> dict:
@@ -134,9 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
         is_chief=is_chief, max_epochs=spec.training.epochs, best_weights_path=best_weights_path,
         extra_state=extra_state, history=history, examples_per_epoch=len(splits.y_train),
         monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
-        identity={"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
-                  "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
-                  "pid": os.getpid()}))
+        identity=identity))
 
     model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
               initial_epoch=start_epoch, callbacks=callbacks,
