@@ -131,6 +131,63 @@ def test_a_checkpoint_is_complete_only_when_every_listed_file_is_there(tmp_path)
     assert newest_complete_checkpoint(tmp_path)[0] == older
 
 
+def test_an_epoch_trained_again_shows_once_in_tensorboard_with_one_graph(tmp_path):
+    """Keras's own TensorBoard callbacks, no Ray: an attempt dies after epoch 3's events were written
+    (before its report), the next resumes from epoch 2's checkpoint and trains epoch 3 again."""
+    import numpy as np
+    import tensorflow as tf
+
+    from orchestrator.spec import build_spec
+    from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, restore_train_state
+    from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
+    from orchestrator.worker.model import build_compiled_model
+
+    spec = build_spec({"training": {"steps_per_execution": 1}})
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 28, 28), dtype=np.float32), rng.integers(0, 10, 256)
+    log_dir, saved = tmp_path / "tb", {}
+
+    def report(metrics, checkpoint):  # what Ray's upload does: a copy that outlives the attempt
+        saved[metrics["epoch"]] = Path(checkpoint.path).rename(tmp_path / f"checkpoint_{metrics['epoch']}")
+        Path(checkpoint.path).mkdir()  # the callback's temporary dir expects to delete it
+
+    class DieAfterEvents(tf.keras.callbacks.Callback):
+        def __init__(self, board):
+            super().__init__()
+            self.board = board
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                for writer in self.board._writers.values():
+                    writer.flush()  # epoch 3's events reached the disk, its report never happens
+                raise RuntimeError("killed")
+
+    def attempt(start_epoch: int, hparams: dict):
+        model = build_compiled_model(spec)
+        history = []
+        if start_epoch:
+            restore_train_state(model, saved[start_epoch])
+            history = read_state(saved[start_epoch])["history"]
+            rewind(log_dir, start_epoch, int(model.optimizer.iterations.numpy()))
+        boards = chief_tensorboard(str(log_dir), 1, start_epoch == 0, hparams=hparams, trial_id="t", history=history)
+        extra = [DieAfterEvents(boards[0])] if start_epoch == 0 else []
+        reporter = ReportToRayTrain(is_chief=True, max_epochs=4, best_weights_path=str(tmp_path / "none.h5"),
+                                    extra_state=dict, history=history, report=report)
+        model.fit(x, y, validation_data=(x[:64], y[:64]), batch_size=64, epochs=4, initial_epoch=start_epoch,
+                  callbacks=[*boards, *extra, reporter], verbose=0)
+
+    hparams = {"optimizer.learning_rate": 0.001}
+    try:
+        attempt(0, hparams)
+    except RuntimeError as exc:
+        assert str(exc) == "killed"
+    assert sorted(saved) == [1, 2]
+    attempt(2, hparams)
+    assert_tensorboard_once_per_epoch(log_dir, 4)
+    hparams_events = [v.tag for e in raw_events(log_dir) for v in e.summary.value if v.tag.startswith("_hparams_")]
+    assert sorted(hparams_events) == ["_hparams_/session_end_info", "_hparams_/session_start_info"]
+
+
 # ------------------------------------------------------------------ 2. worker killed
 
 def test_a_worker_killed_right_after_its_report_resumes_from_that_epoch(cli, tmp_path, mnist_path, monkeypatch):
