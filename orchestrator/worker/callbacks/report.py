@@ -18,9 +18,9 @@ from orchestrator.checkpoint_files import BEST_WEIGHTS, FILES, REPORT, STATE, TR
 
 # Test hook (tests/test_resume_fidelity.py): "RANK:EPOCH:ACTION:MARKER". Right after
 # rank RANK's report of epoch EPOCH returns, once (MARKER, a file, is created first):
-# ACTION "exit" SIGKILLs this worker, "killpg" the process group of its session leader (the command: driver, local
-# Ray and all). This is the moment Ray Train can lose a report: it is queued in the
-# worker until the controller's next poll collects it.
+# ACTION "exit" SIGKILLs this worker, "killpg" the process group of its session's
+# leader (the command: driver, local Ray and all). This is the moment Ray Train can
+# lose a report: it waits in the worker until the controller's next poll collects it.
 KILL_AFTER_REPORT_ENV = "ORCHESTRATOR_TEST_KILL_AFTER_REPORT"
 
 
