@@ -114,7 +114,9 @@ def check_resumable(run_dir: Path) -> None:
     """Fail before starting anything if the checkpoint a resume would load is unusable."""
     snapshot = run_dir / "checkpoint_manager_snapshot.json"
     if not snapshot.exists():
-        return  # interrupted before the first checkpoint: a resume starts from epoch 1
+        # Interrupted before Ray Train registered a checkpoint: a resume starts from epoch 1,
+        # or from a complete one whose report was lost (worker/resume.py).
+        return
     try:
         latest = read_json(snapshot)["latest_checkpoint_result"]["checkpoint_dir_name"]
     except (ValueError, KeyError, TypeError) as exc:

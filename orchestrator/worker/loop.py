@@ -7,8 +7,9 @@ TensorBoard writes, and the trial, if any).
 
 Each worker loads the task, builds its model inside ``MultiWorkerMirroredStrategy.scope()``
 (mirroring over all of its local GPUs, if it has any; see :func:`_strategy`
-for a run of one worker), restores the latest
-checkpoint when Ray Train restarts the group after a failure, and trains with
+for a run of one worker), restores the checkpoint of the last epoch whose
+report completed when Ray Train restarts the group after a failure (see
+:mod:`orchestrator.worker.resume`), and trains with
 the tutorial's callbacks, reporting every epoch to Ray. A task that cannot
 train (see :mod:`orchestrator.worker.preflight`) is reported as
 ``task_error`` by every worker before the first epoch, and nothing trains.
@@ -38,6 +39,8 @@ from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
 from orchestrator.worker.datasets import split_datasets
 from orchestrator.worker.model import TaskError, build_compiled_model
 from orchestrator.worker.preflight import check_task
+from orchestrator.worker.resume import ResumePoint, report_again, resume_point
+from orchestrator.worker.tensorboard_rewind import rewind as rewind_tensorboard
 
 
 def _limit_threads(cpus: float) -> None:
@@ -101,20 +104,30 @@ def train_loop_per_worker(config: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
-    # The run's own latest (a restart after a failure), else where it was told to start (PBT).
-    checkpoint = ray.train.get_checkpoint() or run.start_checkpoint
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    identity = {"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
+                "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
+    resume = resume_point()  # every rank, at once: the last epoch whose report completed
+    if resume.checkpoint is None and run.start_checkpoint is not None:
+        resume = ResumePoint(run.start_checkpoint)  # a new run told where to start (a PBT member)
+    if resume.checkpoint is not None:
+        with resume.checkpoint.as_directory() as directory:
             state = read_state(directory)
             restore_train_state(model, directory)
             if os.path.exists(os.path.join(directory, BEST_WEIGHTS)):
                 shutil.copyfile(os.path.join(directory, BEST_WEIGHTS), best_weights_path)
         start_epoch, history = state["epoch"], state["history"]
         early_state, best_value = state.get("early_stopping"), state.get("best_value")
+        if not resume.registered:
+            report_again(resume, state, identity)
         if state.get("stop_reason"):
             return  # the run had already finished when it was checkpointed
         if is_chief:
-            print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+            print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}"
+                  + ("" if resume.registered else " (found on storage; its report had been lost)"), flush=True)
+    if is_chief:
+        # Events the dead attempt wrote for epochs trained again from here are dropped.
+        rewind_tensorboard(run.tensorboard_dir, start_epoch, int(model.optimizer.iterations.numpy()))
 
     callbacks: list = [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate)]
     early_stopping = None
@@ -134,8 +147,9 @@ def train_loop_per_worker(config: dict) -> None:
         initial_value_threshold=best_value)
     callbacks.append(best_checkpoint)
     if is_chief:
-        callbacks += chief_tensorboard(
-            run.tensorboard_dir, spec.tensorboard.histogram_freq, spec.tensorboard.write_graph,
+        callbacks += chief_tensorboard(  # one graph per run: written on a fresh start only
+            run.tensorboard_dir, spec.tensorboard.histogram_freq,
+            spec.tensorboard.write_graph and start_epoch == 0,
             hparams=run.trial.hparams if run.trial else None, trial_id=run.trial.label if run.trial else None,
             history=history)
 
@@ -150,9 +164,7 @@ def train_loop_per_worker(config: dict) -> None:
         extra_state=extra_state, history=history,
         examples_per_epoch=len(arrays.y_train) if arrays is not None else 0,
         monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
-        identity={"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
-                  "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
-                  "pid": os.getpid()}))
+        identity=identity))
 
     model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
               steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),

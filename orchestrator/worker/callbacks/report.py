@@ -14,7 +14,14 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 
 import tensorflow as tf
 
-from orchestrator.checkpoint_files import BEST_WEIGHTS, STATE, TRAIN_STATE, WEIGHTS
+from orchestrator.checkpoint_files import BEST_WEIGHTS, FILES, REPORT, STATE, TRAIN_STATE, WEIGHTS, manifest
+
+# Test hook (tests/test_resume_fidelity.py): "RANK:EPOCH:ACTION:MARKER". Right after
+# rank RANK's report of epoch EPOCH returns, once (MARKER, a file, is created first):
+# ACTION "exit" SIGKILLs this worker, "killpg" the process group of its session's
+# leader (the command: driver, local Ray and all). This is the moment Ray Train can
+# lose a report: it waits in the worker until the controller's next poll collects it.
+KILL_AFTER_REPORT_ENV = "ORCHESTRATOR_TEST_KILL_AFTER_REPORT"
 
 
 def to_python(logs: dict) -> dict:
@@ -96,8 +103,10 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
             stop_reason=stop_reason,
             **self.identity,
         )
+        # The report itself is saved too: a restart that finds this checkpoint on
+        # storage unregistered (its report was lost) sends it again (resume.py).
         state = {"epoch": epoch + 1, "history": self.history, "stop_reason": stop_reason,
-                 **self.extra_state()}
+                 REPORT: metrics, **self.extra_state()}
         with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as tmp:
             self._save(Path(tmp), state)
             checkpoint = None
@@ -105,6 +114,7 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
                 from ray.train import Checkpoint
                 checkpoint = Checkpoint.from_directory(tmp)
             self._report(metrics, checkpoint=checkpoint)
+        _maybe_kill_after_report(self.identity.get("world_rank"), epoch + 1)
 
     def _save(self, directory: Path, state: dict) -> None:
         # Every worker saves: reading synced-on-read variables (metrics) all-reduces,
@@ -116,7 +126,30 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
             return
         if os.path.exists(self.best_weights_path):
             shutil.copyfile(self.best_weights_path, directory / BEST_WEIGHTS)
-        (directory / STATE).write_text(json.dumps(state, indent=1))
+        # Written last, listing every other file with its size: a checkpoint on
+        # storage whose files all match is complete (checkpoint_files.complete_state).
+        (directory / STATE).write_text(json.dumps({**state, FILES: manifest(directory)}, indent=1))
+
+
+def _maybe_kill_after_report(rank, epoch: int) -> None:
+    """The test hook described at :data:`KILL_AFTER_REPORT_ENV`; nothing when it is unset."""
+    spec = os.environ.get(KILL_AFTER_REPORT_ENV)
+    if not spec:
+        return
+    want_rank, want_epoch, action, marker = spec.split(":", 3)
+    if int(want_rank) != rank or int(want_epoch) != epoch:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # once per run: not again after the restart
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    import signal
+    if action == "killpg":
+        os.killpg(os.getsid(0), signal.SIGKILL)  # the session leader: the command that started Ray
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read_state(directory: str | Path) -> dict:
