@@ -54,6 +54,11 @@ def _user_errors(fn: Callable) -> Callable:
             click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{hint}",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            # The run's name is free again as soon as the command ends, however it ends.
+            from orchestrator import ownership
+
+            ownership.release_all()
 
     return wrapper
 

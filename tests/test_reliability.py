@@ -506,3 +506,246 @@ def test_a_result_file_killed_mid_write_is_the_old_or_the_new_one_never_torn(tmp
     assert leftovers, "no kill landed in the middle of a write: nothing was tested"
     assert sorted(p.name for p in directory.glob("*.json")) == ["result.json"]
     assert sorted(p.name for p in directory.glob("result*")) == ["result.json"]
+
+
+# ------------------------------------------------------------ 5. one owner per name
+
+SMALL_TRAIN = {**TRAIN_CONFIG, "training": {**TRAIN_CONFIG["training"], "epochs": 3},
+               "scaling": {"workers": 1, "max_failures": 2}, "checkpoint": {"keep_best": 2},
+               "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000}}
+
+
+def event_file_pids(directory: Path) -> list[int]:
+    """The writer pid in each TensorBoard event file's name (events.out.tfevents.<time>.<host>.<pid>.<n>.v2)."""
+    return [int(p.name.split(".")[-3]) for p in directory.rglob("events.out.tfevents.*")]
+
+
+def test_two_commands_on_one_name_the_second_refuses_in_one_line_and_touches_nothing(cli, tmp_path, mnist_path):
+    import socket
+
+    config = write_config(tmp_path, {**SMALL_TRAIN, "training": {**SMALL_TRAIN["training"], "epochs": 2}},
+                          mnist_path, "train.yaml")
+    storage, name = tmp_path / "results", "contended"
+    run_dir = storage / name
+    args = ["train", "--config", str(config), "--storage", str(storage), "--name", name]
+    first, second = cli(*args, tag="a"), cli(*args, tag="b")  # started together
+
+    loser = wait_for(lambda: next((c for c in (first, second) if c.proc.poll() is not None), None), 120,
+                     "one of the two commands to give up")
+    winner = second if loser is first else first
+    assert winner.proc.poll() is None, "both commands ended:\n" + first.output_tail() + second.output_tail()
+    assert loser.proc.returncode == 2, loser.output_tail()
+    lines = [line for line in loser.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and loser.stdout.strip() == "", loser.output_tail()
+    match = re.fullmatch(rf"error: run '{name}' is in use by pid (\d+) on host (\S+) since "
+                         r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC \(\.owner\.json in .*\); .*", lines[0])
+    assert match, lines[0]
+    assert int(match[1]) == winner.proc.pid and match[2] == socket.gethostname()
+    assert os.listdir(loser.ray_tmp) == [], "the loser started a Ray"
+
+    assert winner.wait(RUN_TIMEOUT, "finish") == 0, winner.output_tail()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    # Only the winner's files: one worker group, one TensorBoard writer (its chief), nothing else.
+    roster = json.loads((run_dir / "workers.json").read_text())
+    assert len(roster["groups"]) == 1
+    assert set(event_file_pids(run_dir / "tensorboard")) == {roster["workers"][0]["pid"]}
+    assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) == 2  # train/ + validation/
+    for state in run_dir.glob("checkpoint_*/state.json"):
+        saved = json.loads(state.read_text())
+        assert saved["history"] == result["history"][:saved["epoch"]]
+    assert not (run_dir / ".owner.json").exists(), "the winner did not release the name"
+
+
+def test_a_sigkilled_owner_does_not_block_resume(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, SMALL_TRAIN, mnist_path, "train.yaml")
+    storage, name = tmp_path / "results", "owner-killed"
+    run_dir = storage / name
+    args = ["train", "--config", str(config), "--storage", str(storage), "--name", name]
+    run = cli(*args, tag="train")
+    wait_for(lambda: reported_epoch(run_dir) >= 1, RUN_TIMEOUT, "Ray Train to register epoch 1", run)
+    os.killpg(run.pgid, signal.SIGKILL)
+    assert not run.wait_group_gone(ORPHAN_GRACE)
+    record = json.loads((run_dir / ".owner.json").read_text())
+    assert record["pid"] == run.proc.pid and not process_alive(record["pid"])  # left behind, stale
+
+    resumed = cli(*args, "--resume", tag="resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed run") == 0, resumed.output_tail()
+    assert resumed_epochs(resumed), resumed.output_tail()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert not (run_dir / ".owner.json").exists()
+
+
+def test_an_owner_is_stale_only_when_provably_dead(tmp_path, monkeypatch):
+    """The rules that let ``--resume`` take a name over: dead pid, reused pid, reboot, silent remote host."""
+    import socket
+
+    from orchestrator import ownership
+    from orchestrator.errors import UserError
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        here = {"host": socket.gethostname(), "boot_id": ownership.boot_id(), "since": time.time(),
+                "heartbeat": time.time()}
+        alive = {**here, "pid": live.pid, "pid_start": ownership.process_start(live.pid)}
+        assert ownership.stale_reason(alive) is None
+        assert "another process" in ownership.stale_reason({**alive, "pid_start": "1"})  # pid reused
+        assert "rebooted" in ownership.stale_reason({**alive, "boot_id": "another-boot"})
+        remote = {**alive, "host": "some-other-host"}
+        assert ownership.stale_reason(remote) is None  # cannot be probed: alive while it beats
+        assert "no heartbeat" in ownership.stale_reason({**remote, "heartbeat": time.time() - 3600})
+
+        directory = tmp_path / "run"
+        directory.mkdir()
+        (directory / ".owner.json").write_text(json.dumps(remote))
+        with pytest.raises(UserError, match="in use by pid .* on host some-other-host"):
+            ownership.acquire(directory)
+        (directory / ".owner.json").write_text(json.dumps(alive))  # e.g. storage without shared locks
+        with pytest.raises(UserError, match=f"in use by pid {live.pid}"):
+            ownership.acquire(directory)
+    finally:
+        live.kill()
+        live.wait()
+    hold = ownership.acquire(directory)  # its pid is gone now: taken over
+    try:
+        assert ownership.is_me(json.loads((directory / ".owner.json").read_text()))
+    finally:
+        hold.release()
+    assert not (directory / ".owner.json").exists()
+
+
+# ------------------------------------------------------------ 6. corrupted files
+
+TINY_SEARCH = {**SEARCH_CONFIG, "training": {**SEARCH_CONFIG["training"], "epochs": 2},
+               "checkpoint": {"keep_best": 2},
+               "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
+               "search": {**SEARCH_CONFIG["search"], "space": {
+                   "optimizer.learning_rate": {"grid": [0.002]}, "lr_schedule": {"constant": {}}}}}
+
+
+def _finished(kind: str, config: dict, tmp_path_factory, mnist_path: Path) -> tuple[Path, Path]:
+    """(config file, run dir) of one real finished run or search, made once per module."""
+    base = tmp_path_factory.mktemp(f"finished-{kind}")
+    config_path = write_config(base, config, mnist_path, f"{kind}.yaml")
+    command = Cli([kind, "--config", str(config_path), "--storage", str(base / "results"), "--name", "made"],
+                  base, kind)
+    try:
+        assert command.wait(RUN_TIMEOUT, "finish") == 0, command.output_tail()
+    finally:
+        command.kill_group()
+        shutil.rmtree(command.ray_tmp, ignore_errors=True)
+    return config_path, base / "results" / "made"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, mnist_path):
+    return _finished("train", SMALL_TRAIN, tmp_path_factory, mnist_path)
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, mnist_path):
+    return _finished("tune", TINY_SEARCH, tmp_path_factory, mnist_path)
+
+
+def truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    return path
+
+
+def edit_json(path: Path, **changes) -> Path:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return path
+
+
+def listing(directory: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*") if not p.name.startswith(".owner")}
+
+
+def each_checkpoint(run_dir: Path, damage: Callable[[Path], Path]) -> Path:
+    """Damage every kept checkpoint the same way (no complete one to fall back to); returns the latest's file."""
+    hit = [damage(c) for c in sorted(run_dir.glob("checkpoint_2*"))]
+    assert len(hit) >= 2, hit
+    return hit[-1]
+
+
+TRAIN_DAMAGE = {
+    "weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "weights.h5")),
+    "best.weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "best.weights.h5")),
+    "state.json epoch is text": lambda d: each_checkpoint(d, lambda c: edit_json(c / "state.json", epoch="2")),
+    "state.json history not a list": lambda d: each_checkpoint(
+        d, lambda c: edit_json(c / "state.json", history={"epoch": 1})),
+    "Ray Train's snapshot cut in half": lambda d: truncate(d / "checkpoint_manager_snapshot.json"),
+    "result.json cut in half": lambda d: truncate(d / "result.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(TRAIN_DAMAGE))
+def test_a_damaged_run_file_is_refused_in_one_line_naming_it(finished_run, tmp_path, damage):
+    config, made = finished_run
+    run_dir = tmp_path / "results" / "damaged"
+    shutil.copytree(made, run_dir)
+    if damage != "result.json cut in half":
+        (run_dir / "result.json").unlink()  # an interrupted run: what --resume is for
+    damaged = TRAIN_DAMAGE[damage](run_dir)
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "--config", str(config),
+                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert listing(run_dir) == before, "a refused command changed the run"
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(cli, finished_run, tmp_path):
+    config, made = finished_run
+    storage = tmp_path / "results"
+    run_dir = storage / "fallback"
+    shutil.copytree(made, run_dir)
+    (run_dir / "result.json").unlink()
+    latest = max(run_dir.glob("checkpoint_2*/state.json"), key=lambda p: json.loads(p.read_text())["epoch"]).parent
+    truncate(latest / "weights.h5")
+    run = cli("train", "--config", str(config), "--storage", str(storage), "--name", "fallback", "--resume")
+    assert run.wait(RUN_TIMEOUT, "finish from the previous checkpoint") == 0, run.output_tail()
+    assert f"{latest / 'weights.h5'}: truncated or damaged HDF5" in run.stderr, run.output_tail()
+    assert "resuming from the previous complete checkpoint" in run.stderr
+    assert resumed_epochs(run) == [2], run.output_tail()  # epoch 3 redone from epoch 2's checkpoint
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert (run_dir / f"corrupt-{latest.name}").is_dir()  # kept for a look, out of Ray's way
+
+
+def _trial_dir(run_dir: Path) -> Path:
+    return next((run_dir / "trials").iterdir())
+
+
+SEARCH_DAMAGE = {
+    "tuner.pkl missing": lambda d: (d / "tuner.pkl").unlink() or d / "tuner.pkl",
+    "experiment state missing": lambda d: [p.unlink() for p in d.glob("experiment_state-*.json")] and
+    d / "experiment_state-",
+    "experiment state cut in half": lambda d: truncate(max(d.glob("experiment_state-*.json"))),
+    "a trial's state.json with wrong types": lambda d: each_checkpoint(
+        _trial_dir(d), lambda c: edit_json(c / "state.json", epoch=None)),
+    "summary.json cut in half": lambda d: truncate(d / "summary.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(SEARCH_DAMAGE))
+def test_a_damaged_search_file_is_refused_in_one_line_naming_it(finished_search, tmp_path, damage):
+    config, made = finished_search
+    run_dir = tmp_path / "results" / "damaged"
+    shutil.copytree(made, run_dir)
+    if damage != "summary.json cut in half":
+        (run_dir / "summary.json").unlink()
+    damaged = SEARCH_DAMAGE[damage](run_dir)
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(config),
+                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
+    assert listing(run_dir) == before, "a refused command changed the search"

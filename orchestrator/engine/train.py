@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from orchestrator import integrity, ownership
 from orchestrator.errors import UserError
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
-from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
+from orchestrator.checkpoint_files import STATE
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
 from orchestrator.spec import ExperimentSpec
@@ -67,40 +69,47 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
     run_dir = storage_root(storage) / name
     if overwrite and resume:
         raise UserError("--resume and --overwrite contradict each other; pick one")
-    if run_dir.exists() and overwrite:
-        shutil.rmtree(run_dir)
-    elif resume and not run_dir.exists():
+    if resume and not run_dir.exists():
         raise UserError(f"nothing to resume: no {what} named {name!r} under {run_dir.parent}")
-    elif (run_dir / finished_marker).exists() and not overwrite:
+    # One live command per name, before anything in it is read or changed (see ownership.py).
+    ownership.acquire(run_dir, what)
+    if overwrite:
+        for child in run_dir.iterdir():
+            if child.name not in ownership.OWNERSHIP_FILES:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    elif (run_dir / finished_marker).exists():
+        check_json_file(run_dir / finished_marker, what, name)
         raise UserError(f"{what} {name!r} already finished ({run_dir / finished_marker}); "
                         "choose another --name, or pass --overwrite to replace it")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    elif not resume and any(c.name not in ownership.OWNERSHIP_FILES for c in run_dir.iterdir()):
         raise UserError(f"{what} {name!r} exists but did not finish ({run_dir}); "
                         "pass --resume to continue it, or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
-def check_resumable(run_dir: Path) -> None:
-    """Fail before starting anything if the checkpoint a resume would load is unusable."""
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    if not snapshot.exists():
-        return  # interrupted before the first checkpoint: a resume starts from epoch 1
+def check_resumable(run_dir: Path, what: str = "run") -> None:
+    """Fail before starting anything if the checkpoint a resume would load is unusable.
+
+    A damaged latest checkpoint falls back to the previous complete one (said on
+    stderr); with none, one line names the damaged file.
+    """
     try:
-        latest = read_json(snapshot)["latest_checkpoint_result"]["checkpoint_dir_name"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot resume {run_dir.name!r}: {snapshot} is corrupt ({exc}); "
-                        "pass --overwrite to start over") from None
-    checkpoint = run_dir / latest
+        note = integrity.resume_point(run_dir)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"cannot resume {what} {run_dir.name!r}: {exc.path} is {exc.problem}; "
+                        "restore it, or pass --overwrite to start over") from None
+    if note:
+        print(f"[orchestrator] {what} {run_dir.name!r}: {note}", file=sys.stderr, flush=True)
+
+
+def check_json_file(path: Path, what: str, name: str) -> None:
+    """One line naming ``path`` if a result file a command reads is not whole JSON."""
     try:
-        state = read_json(checkpoint / STATE)
-        int(state["epoch"]), list(state["history"])
-        for name in (WEIGHTS, TRAIN_STATE):
-            if not (checkpoint / name).exists():
-                raise FileNotFoundError(name)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot resume {run_dir.name!r}: its latest checkpoint {checkpoint} is corrupt "
-                        f"({type(exc).__name__}: {exc}); pass --overwrite to start over") from None
+        integrity.read_json_file(path)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"{what} {name!r}: {exc.path} is {exc.problem}; "
+                        "restore it, or pass --overwrite to start over") from None
 
 
 def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str,

@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect
-from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
-                                       make_trainer, prepare_run_dir)
+from orchestrator import integrity
+from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
+                                       load_data, make_trainer, prepare_run_dir)
 from orchestrator.errors import UserError
 from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
@@ -272,6 +273,8 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
 
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
+    if resume:
+        check_search_resumable(run_dir)
     splits, _ = load_data(search.base)
     connect(address)
     scaling = search.base.scaling
@@ -293,6 +296,21 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     with ctrl_c_after_graceful_stop():
         result_grid = tuner.fit()
     return summarize(result_grid, search, run_dir, data_ref, time.time() - started)
+
+
+def check_search_resumable(run_dir: Path) -> None:
+    """Tune's state and every trial's latest checkpoint, before Ray starts (one line naming a damaged file)."""
+    if not (run_dir / "tuner.pkl").exists() and not any(run_dir.glob("experiment_state-*.json")) \
+            and not (run_dir / TRIALS_DIR).exists():
+        return  # interrupted before Tune wrote anything: refused below as "nothing to resume"
+    try:
+        integrity.check_tune_state(run_dir)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"cannot resume search {run_dir.name!r}: {exc.path} is {exc.problem}; "
+                        "pass --overwrite to start the search over") from None
+    trials = run_dir / TRIALS_DIR
+    for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
+        check_resumable(trial_dir, what="trial")
 
 
 @contextlib.contextmanager
