@@ -16,6 +16,7 @@ import functools
 import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import click
@@ -27,6 +28,19 @@ EXIT_INTERRUPTED = 130
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _resume_hint() -> str:
+    """``; resume with: <the command as typed> --resume`` (empty before a run name is known)."""
+    ctx = click.get_current_context()
+    name = ctx.meta.get("run_name")
+    # `orchestrator tune ...`, or `python -m jobs.tune_mnist ...` inside `ray job submit`.
+    prog = ctx.find_root().info_name or "orchestrator"
+    # Quoted: a path with a space must survive a copy-paste into the shell.
+    again = shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
+    return (f"; resume with: {prog} {again} --name {name} --resume"
+            if name and "--name" not in sys.argv else
+            f"; resume with: {prog} {again} --resume" if name else "")
 
 
 def _user_errors(fn: Callable) -> Callable:
@@ -42,18 +56,31 @@ def _user_errors(fn: Callable) -> Callable:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
-            ctx = click.get_current_context()
-            name = ctx.meta.get("run_name")
-            # `orchestrator tune ...`, or `python -m jobs.tune_mnist ...` inside `ray job submit`.
-            prog = ctx.find_root().info_name or "orchestrator"
-            # Quoted: a path with a space must survive a copy-paste into the shell.
-            again = shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
-            hint = (f"; resume with: {prog} {again} --name {name} --resume"
-                    if name and "--name" not in sys.argv else
-                    f"; resume with: {prog} {again} --resume" if name else "")
-            click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{hint}",
+            click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{_resume_hint()}",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            # A full or read-only storage, in whatever shape it reached the driver: one line, exit 2.
+            from orchestrator.storage_errors import NO_SPACE, READ_ONLY, file_named, storage_cause
+
+            run_dir = click.get_current_context().meta.get("run_dir")
+            cause = storage_cause(exc, run_dir) if run_dir else None
+            if not cause:
+                raise
+            where = file_named(exc, run_dir) or run_dir
+            # Ray's log forwarding flushes the workers' tracebacks when Ray shuts down: before
+            # this line, so that it is the last one.
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            fix = ("make it writable" if cause == READ_ONLY else
+                   "free space" if cause == NO_SPACE else "raise the quota or free space")
+            code = {NO_SPACE: "ENOSPC", READ_ONLY: "EROFS"}.get(cause, "EDQUOT")
+            hint = _resume_hint().replace("; resume with:", ", then resume with:") or ", then rerun with --resume"
+            click.echo(f"error: cannot write {where}: {cause} ({code}); the last complete checkpoint "
+                       f"and result files are kept; {fix}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
         finally:
             # The run's name is free again as soon as the command ends, however it ends.
             from orchestrator import ownership
@@ -115,6 +142,7 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
+    click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
     result = run_training(spec, resume=resume, overwrite=overwrite, address=address)
     click.echo(format_train_summary(result))
 
@@ -149,6 +177,7 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
 
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
+    click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
     summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
                          max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
                          address=address)

@@ -131,8 +131,12 @@ def _read(path: Path) -> Optional[dict]:
 def _write_record(path: Path, record: dict) -> None:
     """Replace the record atomically (temporary file + rename)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass

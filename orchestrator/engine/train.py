@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator import integrity, ownership
+from orchestrator import integrity, ownership, storage_errors
 from orchestrator.errors import UserError
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
 from orchestrator.checkpoint_files import STATE
@@ -124,7 +124,8 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
     from orchestrator.engine.tf_backend import TFConfigBackendConfig
 
     scaling = spec.scaling
-    return DataParallelTrainer(
+    # A full or read-only storage is not retried: no restart of the group can free a disk.
+    return storage_errors.trainer_class(DataParallelTrainer, storage_path)(
         train_loop,
         backend_config=TFConfigBackendConfig(),
         train_loop_config={"spec": spec.model_dump(), "data": data_ref,
