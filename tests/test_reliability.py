@@ -1,4 +1,5 @@
-"""Reliability, done for real: killed workers, a killed driver, Ctrl-C, torn writes.
+"""Reliability, done for real: killed workers, a killed driver, Ctrl-C, torn writes, two commands on one
+name, damaged files, a full disk, and kills during a search.
 
 Every run here is the real ``orchestrator`` command in its own session
 (``start_new_session=True``): it starts its own local Ray (with its own Ray
@@ -805,3 +806,107 @@ def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(
             command.wait_group_gone(30)
         if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------ 8. chaos during a search
+
+CHAOS_SEARCH = {
+    "seed": 5,
+    "training": {"epochs": 4, "batch_size_per_worker": 32, "verbose": 0},
+    "early_stopping": {"enabled": False},
+    "checkpoint": {"keep_best": 1},
+    "tensorboard": {"histogram_freq": 0},
+    "scaling": {"max_failures": 3},  # per trial: Ray Train restarts its worker group up to 3 times
+    "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
+    "search": {
+        "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
+        "max_failures_per_trial": 1,  # Tune restarts a trial whose driver died, once
+        "asha": {"enabled": False},
+        "space": {"optimizer.learning_rate": {"grid": [0.004, 0.003, 0.002, 0.0015, 0.001, 0.0008, 0.0006, 0.0005]},
+                  "lr_schedule": {"constant": {}}},
+    },
+}
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _trial_driver_of(pid: int, trials: list[str]) -> Optional[str]:
+    """The trial whose Tune actor (``ray::ImplicitFunc``) ``pid`` is: Tune runs it in the trial's working dir."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return next((t for t in trials if f"run_trial_{t}_" in cwd), None)
+
+
+def test_a_search_survives_worker_and_trial_driver_kills_with_each_trial_counted_once(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, CHAOS_SEARCH, mnist_path, "chaos.yaml")
+    storage, name = tmp_path / "results", "chaos"
+    run_dir = storage / name
+    epochs = CHAOS_SEARCH["training"]["epochs"]
+    search = cli("tune", "--config", str(config), "--storage", str(storage), "--name", name, tag="chaos")
+    rng = random.Random(99)
+    kills: list[tuple[str, str, int, float]] = []  # (what, trial, epoch registered at the kill, when)
+    per_trial: dict[str, int] = {}
+    next_kill = time.monotonic() + rng.uniform(4, 8)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while search.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = sum(1 for k in kills if k[0] == "worker")
+        if time.monotonic() < next_kill or (workers >= 4 and any(k[0] == "trial driver" for k in kills)):
+            continue
+        finished = set(finished_trials(run_dir))
+        # Running trials with a registered epoch and at least one to go; at most 2 kills each (max_failures 3).
+        running = {t: e for t, e in trial_epochs(run_dir).items()
+                   if t not in finished and 1 <= e <= epochs - 1 and per_trial.get(t, 0) < 2}
+        if not running:
+            continue
+        members = search.members()
+        victim = None
+        if workers >= 2 and not any(k[0] == "trial driver" for k in kills):
+            victim = next(((pid, "trial driver", t) for pid in members if _title(pid).startswith("ray::ImplicitFunc")
+                           for t in [_trial_driver_of(pid, list(running))] if t), None)
+        if victim is None:
+            candidates = []
+            for trial in running:
+                roster = read_json_or_none(run_dir / "trials" / trial / "workers.json") or {}
+                candidates += [(w["pid"], "worker", trial) for w in roster.get("workers", [])
+                               if w["pid"] in members and _title(w["pid"]).startswith("ray::RayTrainWorker")]
+            victim = rng.choice(candidates) if candidates else None
+        if victim is None:
+            continue
+        pid, what, trial = victim
+        epoch_now = reported_epoch(run_dir / "trials" / trial)
+        os.kill(pid, signal.SIGKILL)
+        kills.append((what, trial, epoch_now, time.time()))
+        per_trial[trial] = per_trial.get(trial, 0) + 1
+        next_kill = time.monotonic() + rng.uniform(4, 8)
+
+    assert search.wait(RUN_TIMEOUT, "finish despite the kills") == 0, search.output_tail()
+    worker_kills = [k for k in kills if k[0] == "worker"]
+    assert len(worker_kills) >= 3 and len(kills) - len(worker_kills) == 1, kills
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = {r["trial_id"]: r for r in summary["results"]}
+    assert summary["trials"] == 8 and len(summary["results"]) == 8 and len(rows) == 8
+    survived, redone = 0, 0
+    for what, trial, epoch, when in kills:
+        row = rows[trial]
+        assert row["status"] == "TERMINATED" and row["stop_reason"] == f"max_epochs ({epochs})", row
+        assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), (what, trial, row)
+        # The trial's own record, with when each kept epoch started.
+        history = json.loads((Path(row["final_checkpoint"]) / "state.json").read_text())["history"]
+        assert [h["epoch"] for h in history] == list(range(1, epochs + 1)), (what, trial, history)
+        # What was registered before the kill is kept: those epochs ran before it, not again after.
+        assert all(h["started_at"] < when for h in history if h["epoch"] <= epoch), (what, trial, epoch, history)
+        redone += sum(1 for h in history if h["epoch"] == epoch + 1 and h["started_at"] > when)
+        survived += 1
+    for row in rows.values():
+        assert row["status"] == "TERMINATED" and [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1))
+    print(f"chaos: {len(kills)} kills injected ({len(worker_kills)} Train workers, 1 trial driver), "
+          f"{survived} survived, {redone} epoch(s) redone")
