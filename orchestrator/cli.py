@@ -104,7 +104,8 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--name", help="Run name: results go to <storage>/<name>."),
         click.option("--seed", type=int, help="Random seed (default 42)."),
         click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."),
-        click.option("--resume", is_flag=True, help="Continue an interrupted run of this --name."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run of this --name (a dead owner's claim on it is taken over)."),
         click.option("--overwrite", is_flag=True, help="Replace a finished run of this --name."),
     ]
     for option in reversed(options):

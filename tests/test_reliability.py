@@ -910,3 +910,28 @@ def test_a_search_survives_worker_and_trial_driver_kills_with_each_trial_counted
         assert row["status"] == "TERMINATED" and [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1))
     print(f"chaos: {len(kills)} kills injected ({len(worker_kills)} Train workers, 1 trial driver), "
           f"{survived} survived, {redone} epoch(s) redone")
+
+
+def test_storage_errors_are_recognised_in_the_shapes_they_reach_the_driver(tmp_path, monkeypatch):
+    """ENOSPC/EROFS by errno, by the text Ray forwards from a worker, and by the disk's state when TF says neither."""
+    import errno as errno_codes
+
+    from orchestrator import storage_errors as se
+
+    assert se.storage_cause(OSError(errno_codes.ENOSPC, "No space left on device")) == se.NO_SPACE
+    assert se.storage_cause(RuntimeError("x")) is None
+    wrapped = RuntimeError("Training failed due to worker errors:\nOSError: [Errno 28] Error writing bytes to file. "
+                           "Detail: [errno 28] No space left on device")
+    assert se.storage_cause(wrapped) == se.NO_SPACE
+    assert se.storage_cause(RuntimeError("h5py: errno = 30, error message = 'Read-only file system'")) == se.READ_ONLY
+    events = RuntimeError("ResourceExhaustedError: Could not initialize events writer.")
+    assert se.storage_cause(events, tmp_path) is None  # this disk has room: not a storage problem
+
+    class Full:
+        f_flag, f_bavail, f_frsize = 0, 10, 4096
+
+    monkeypatch.setattr(se.os, "statvfs", lambda path: Full)
+    assert se.storage_cause(events, tmp_path) == se.NO_SPACE
+    assert se.file_named(events, tmp_path) == f"{tmp_path}/tensorboard"
+    assert se.file_named(OSError(28, "No space", str(tmp_path / "run" / "result.json")), tmp_path) == \
+        str(tmp_path / "run" / "result.json")
