@@ -97,7 +97,8 @@ def check_resumable(run_dir: Path, what: str = "run") -> None:
     try:
         note = integrity.resume_point(run_dir)
     except integrity.CorruptFile as exc:
-        raise UserError(f"cannot resume {what} {run_dir.name!r} from its latest checkpoint: {exc.path} is {exc.problem}; "
+        raise UserError(f"cannot resume {what} {run_dir.name!r} from its latest checkpoint: "
+                        f"{exc.path} is {exc.problem}; "
                         "restore it, or pass --overwrite to start over") from None
     if note:
         print(f"[orchestrator] {what} {run_dir.name!r}: {note}", file=sys.stderr, flush=True)
