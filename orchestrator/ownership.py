@@ -52,6 +52,11 @@ from orchestrator.errors import UserError
 LOCK_FILE = ".owner.lock"
 OWNER_FILE = ".owner.json"
 OWNERSHIP_FILES = (LOCK_FILE, OWNER_FILE)
+
+
+def is_ownership_file(name: str) -> bool:
+    """The lock, the record, and the temporary names they pass through (left if a process dies mid-write)."""
+    return name.startswith(".owner.")
 # A driver refreshes its heartbeat this often; an owner on another host whose
 # heartbeat is older than STALE_AFTER_S is taken for dead (several missed beats,
 # so a slow NFS server or a paused VM is not mistaken for a death).

@@ -75,13 +75,13 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
     ownership.acquire(run_dir, what)
     if overwrite:
         for child in run_dir.iterdir():
-            if child.name not in ownership.OWNERSHIP_FILES:
+            if not ownership.is_ownership_file(child.name):
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     elif (run_dir / finished_marker).exists():
         check_json_file(run_dir / finished_marker, what, name)
         raise UserError(f"{what} {name!r} already finished ({run_dir / finished_marker}); "
                         "choose another --name, or pass --overwrite to replace it")
-    elif not resume and any(c.name not in ownership.OWNERSHIP_FILES for c in run_dir.iterdir()):
+    elif not resume and any(not ownership.is_ownership_file(c.name) for c in run_dir.iterdir()):
         raise UserError(f"{what} {name!r} exists but did not finish ({run_dir}); "
                         "pass --resume to continue it, or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
