@@ -18,6 +18,7 @@ import functools
 import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import click
@@ -29,6 +30,19 @@ EXIT_INTERRUPTED = 130
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _resume_hint() -> str:
+    """``; resume with: <the command as typed> --resume`` (empty before a run name is known)."""
+    ctx = click.get_current_context()
+    name = ctx.meta.get("run_name")
+    # `orchestrator tune ...`, or `python -m jobs.tune_mnist ...` inside `ray job submit`.
+    prog = ctx.find_root().info_name or "orchestrator"
+    # Quoted: a path with a space must survive a copy-paste into the shell.
+    again = shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
+    return (f"; resume with: {prog} {again} --name {name} --resume"
+            if name and "--name" not in sys.argv else
+            f"; resume with: {prog} {again} --resume" if name else "")
 
 
 def _user_errors(fn: Callable) -> Callable:
@@ -44,18 +58,36 @@ def _user_errors(fn: Callable) -> Callable:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
-            ctx = click.get_current_context()
-            name = ctx.meta.get("run_name")
-            # `orchestrator tune ...`, or `python -m jobs.tune_mnist ...` inside `ray job submit`.
-            prog = ctx.find_root().info_name or "orchestrator"
-            # Quoted: a path with a space must survive a copy-paste into the shell.
-            again = shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
-            hint = (f"; resume with: {prog} {again} --name {name} --resume"
-                    if name and "--name" not in sys.argv else
-                    f"; resume with: {prog} {again} --resume" if name else "")
-            click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{hint}",
+            click.echo(f"\ninterrupted: workers stopped, completed epochs and trials are kept{_resume_hint()}",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            # A full or read-only storage, in whatever shape it reached the driver: one line, exit 2.
+            from orchestrator.storage_errors import NO_SPACE, READ_ONLY, file_named, storage_cause
+
+            run_dir = click.get_current_context().meta.get("run_dir")
+            cause = storage_cause(exc, run_dir) if run_dir else None
+            if not cause:
+                raise
+            where = file_named(exc, run_dir) or run_dir
+            # Ray's log forwarding flushes the workers' tracebacks when Ray shuts down: before
+            # this line, so that it is the last one.
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            fix = ("make it writable" if cause == READ_ONLY else
+                   "free space" if cause == NO_SPACE else "raise the quota or free space")
+            code = {NO_SPACE: "ENOSPC", READ_ONLY: "EROFS"}.get(cause, "EDQUOT")
+            hint = _resume_hint().replace("; resume with:", ", then resume with:") or ", then rerun with --resume"
+            click.echo(f"error: cannot write {where}: {cause} ({code}); the last complete checkpoint "
+                       f"and result files are kept; {fix}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
+        finally:
+            # The run's name is free again as soon as the command ends, however it ends.
+            from orchestrator import ownership
+
+            ownership.release_all()
 
     return wrapper
 
@@ -80,7 +112,8 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--name", help="Run name: results go to <storage>/<name>."),
         click.option("--seed", type=int, help="Random seed (default 42)."),
         click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."),
-        click.option("--resume", is_flag=True, help="Continue an interrupted run of this --name."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run of this --name (a dead owner's claim on it is taken over)."),
         click.option("--overwrite", is_flag=True, help="Replace a finished run of this --name."),
     ]
     for option in reversed(options):
@@ -134,6 +167,7 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
+    click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
     result = run_training(spec, resume=resume, overwrite=overwrite, address=address)
     click.echo(format_train_summary(result))
 
@@ -176,6 +210,7 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
 
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
+    click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
     summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
                          max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
                          address=address)

@@ -1,4 +1,5 @@
-"""Reliability, done for real: killed workers, a killed driver, Ctrl-C, torn writes.
+"""Reliability, done for real: killed workers, a killed driver, Ctrl-C, torn writes, two commands on one
+name, damaged files, a full disk, and kills during a search.
 
 Every run here is the real ``orchestrator`` command in its own session
 (``start_new_session=True``): it starts its own local Ray (with its own Ray
@@ -562,3 +563,431 @@ def test_a_result_file_killed_mid_write_is_the_old_or_the_new_one_never_torn(tmp
     assert leftovers, "no kill landed in the middle of a write: nothing was tested"
     assert sorted(p.name for p in directory.glob("*.json")) == ["result.json"]
     assert sorted(p.name for p in directory.glob("result*")) == ["result.json"]
+
+
+# ------------------------------------------------------------ 5. one owner per name
+
+SMALL_TRAIN = {**TRAIN_CONFIG, "training": {**TRAIN_CONFIG["training"], "epochs": 3},
+               "scaling": {"workers": 1, "max_failures": 2}, "checkpoint": {"keep_best": 2},
+               "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000}}
+
+
+def event_file_pids(directory: Path) -> list[int]:
+    """The writer pid in each TensorBoard event file's name (events.out.tfevents.<time>.<host>.<pid>.<n>.v2)."""
+    return [int(p.name.split(".")[-3]) for p in directory.rglob("events.out.tfevents.*")]
+
+
+def test_two_commands_on_one_name_the_second_refuses_in_one_line_and_touches_nothing(cli, tmp_path, mnist_path):
+    import socket
+
+    config = write_config(tmp_path, {**SMALL_TRAIN, "training": {**SMALL_TRAIN["training"], "epochs": 2}},
+                          mnist_path, "train.yaml")
+    storage, name = tmp_path / "results", "contended"
+    run_dir = storage / name
+    args = ["train", "--config", str(config), "--storage", str(storage), "--name", name]
+    first, second = cli(*args, tag="a"), cli(*args, tag="b")  # started together
+
+    loser = wait_for(lambda: next((c for c in (first, second) if c.proc.poll() is not None), None), 120,
+                     "one of the two commands to give up")
+    winner = second if loser is first else first
+    assert winner.proc.poll() is None, "both commands ended:\n" + first.output_tail() + second.output_tail()
+    assert loser.proc.returncode == 2, loser.output_tail()
+    lines = [line for line in loser.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and loser.stdout.strip() == "", loser.output_tail()
+    match = re.fullmatch(rf"error: run '{name}' is in use by pid (\d+) on host (\S+) since "
+                         r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC \(\.owner\.json in .*\); .*", lines[0])
+    assert match, lines[0]
+    assert int(match[1]) == winner.proc.pid and match[2] == socket.gethostname()
+    assert os.listdir(loser.ray_tmp) == [], "the loser started a Ray"
+
+    assert winner.wait(RUN_TIMEOUT, "finish") == 0, winner.output_tail()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    # Only the winner's files: one worker group, one TensorBoard writer (its chief), nothing else.
+    roster = json.loads((run_dir / "workers.json").read_text())
+    assert len(roster["groups"]) == 1
+    assert set(event_file_pids(run_dir / "tensorboard")) == {roster["workers"][0]["pid"]}
+    assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) == 2  # train/ + validation/
+    for state in run_dir.glob("checkpoint_*/state.json"):
+        saved = json.loads(state.read_text())
+        assert saved["history"] == result["history"][:saved["epoch"]]
+    assert not (run_dir / ".owner.json").exists(), "the winner did not release the name"
+
+
+def test_a_sigkilled_owner_does_not_block_resume(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, SMALL_TRAIN, mnist_path, "train.yaml")
+    storage, name = tmp_path / "results", "owner-killed"
+    run_dir = storage / name
+    args = ["train", "--config", str(config), "--storage", str(storage), "--name", name]
+    run = cli(*args, tag="train")
+    wait_for(lambda: reported_epoch(run_dir) >= 1, RUN_TIMEOUT, "Ray Train to register epoch 1", run)
+    os.killpg(run.pgid, signal.SIGKILL)
+    assert not run.wait_group_gone(ORPHAN_GRACE)
+    record = json.loads((run_dir / ".owner.json").read_text())
+    assert record["pid"] == run.proc.pid and not process_alive(record["pid"])  # left behind, stale
+
+    resumed = cli(*args, "--resume", tag="resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed run") == 0, resumed.output_tail()
+    assert resumed_epochs(resumed), resumed.output_tail()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert not (run_dir / ".owner.json").exists()
+
+
+def test_an_owner_is_stale_only_when_provably_dead(tmp_path, monkeypatch):
+    """The rules that let ``--resume`` take a name over: dead pid, reused pid, reboot, silent remote host."""
+    import socket
+
+    from orchestrator import ownership
+    from orchestrator.errors import UserError
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        here = {"host": socket.gethostname(), "boot_id": ownership.boot_id(), "since": time.time(),
+                "heartbeat": time.time()}
+        alive = {**here, "pid": live.pid, "pid_start": ownership.process_start(live.pid)}
+        assert ownership.stale_reason(alive) is None
+        assert "another process" in ownership.stale_reason({**alive, "pid_start": "1"})  # pid reused
+        assert "rebooted" in ownership.stale_reason({**alive, "boot_id": "another-boot"})
+        remote = {**alive, "host": "some-other-host"}
+        assert ownership.stale_reason(remote) is None  # cannot be probed: alive while it beats
+        assert "no heartbeat" in ownership.stale_reason({**remote, "heartbeat": time.time() - 3600})
+
+        directory = tmp_path / "run"
+        directory.mkdir()
+        (directory / ".owner.json").write_text(json.dumps(remote))
+        with pytest.raises(UserError, match="in use by pid .* on host some-other-host"):
+            ownership.acquire(directory)
+        (directory / ".owner.json").write_text(json.dumps(alive))  # e.g. storage without shared locks
+        with pytest.raises(UserError, match=f"in use by pid {live.pid}"):
+            ownership.acquire(directory)
+    finally:
+        live.kill()
+        live.wait()
+    hold = ownership.acquire(directory)  # its pid is gone now: taken over
+    try:
+        assert ownership.is_me(json.loads((directory / ".owner.json").read_text()))
+    finally:
+        hold.release()
+    assert not (directory / ".owner.json").exists()
+
+
+# ------------------------------------------------------------ 6. corrupted files
+
+TINY_SEARCH = {**SEARCH_CONFIG, "training": {**SEARCH_CONFIG["training"], "epochs": 2},
+               "checkpoint": {"keep_best": 2},
+               "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
+               "search": {**SEARCH_CONFIG["search"], "space": {
+                   "optimizer.learning_rate": {"grid": [0.002]}, "lr_schedule": {"constant": {}}}}}
+
+
+def _finished(kind: str, config: dict, tmp_path_factory, mnist_path: Path) -> tuple[Path, Path]:
+    """(config file, run dir) of one real finished run or search, made once per module."""
+    base = tmp_path_factory.mktemp(f"finished-{kind}")
+    config_path = write_config(base, config, mnist_path, f"{kind}.yaml")
+    command = Cli([kind, "--config", str(config_path), "--storage", str(base / "results"), "--name", "made"],
+                  base, kind)
+    try:
+        assert command.wait(RUN_TIMEOUT, "finish") == 0, command.output_tail()
+    finally:
+        command.kill_group()
+        shutil.rmtree(command.ray_tmp, ignore_errors=True)
+    return config_path, base / "results" / "made"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, mnist_path):
+    return _finished("train", SMALL_TRAIN, tmp_path_factory, mnist_path)
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, mnist_path):
+    return _finished("tune", TINY_SEARCH, tmp_path_factory, mnist_path)
+
+
+def truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    return path
+
+
+def edit_json(path: Path, **changes) -> Path:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return path
+
+
+def listing(directory: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*") if not p.name.startswith(".owner")}
+
+
+def each_checkpoint(run_dir: Path, damage: Callable[[Path], Path]) -> Path:
+    """Damage every kept checkpoint the same way (no complete one to fall back to); returns the latest's file."""
+    hit = [damage(c) for c in sorted(run_dir.glob("checkpoint_2*"))]
+    assert len(hit) >= 2, hit
+    return hit[-1]
+
+
+TRAIN_DAMAGE = {
+    "weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "weights.h5")),
+    "best.weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "best.weights.h5")),
+    "state.json epoch is text": lambda d: each_checkpoint(d, lambda c: edit_json(c / "state.json", epoch="2")),
+    "state.json history not a list": lambda d: each_checkpoint(
+        d, lambda c: edit_json(c / "state.json", history={"epoch": 1})),
+    "Ray Train's snapshot cut in half": lambda d: truncate(d / "checkpoint_manager_snapshot.json"),
+    "result.json cut in half": lambda d: truncate(d / "result.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(TRAIN_DAMAGE))
+def test_a_damaged_run_file_is_refused_in_one_line_naming_it(finished_run, tmp_path, damage):
+    config, made = finished_run
+    run_dir = tmp_path / "results" / "damaged"
+    shutil.copytree(made, run_dir)
+    if damage != "result.json cut in half":
+        (run_dir / "result.json").unlink()  # an interrupted run: what --resume is for
+    damaged = TRAIN_DAMAGE[damage](run_dir)
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "--config", str(config),
+                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert listing(run_dir) == before, "a refused command changed the run"
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(cli, finished_run, tmp_path):
+    config, made = finished_run
+    storage = tmp_path / "results"
+    run_dir = storage / "fallback"
+    shutil.copytree(made, run_dir)
+    (run_dir / "result.json").unlink()
+    latest = max(run_dir.glob("checkpoint_2*/state.json"), key=lambda p: json.loads(p.read_text())["epoch"]).parent
+    truncate(latest / "weights.h5")
+    run = cli("train", "--config", str(config), "--storage", str(storage), "--name", "fallback", "--resume")
+    assert run.wait(RUN_TIMEOUT, "finish from the previous checkpoint") == 0, run.output_tail()
+    assert f"{latest / 'weights.h5'}: truncated or damaged HDF5" in run.stderr, run.output_tail()
+    assert "resuming from the previous complete checkpoint" in run.stderr
+    assert set(resumed_epochs(run)) == {2}, run.output_tail()  # epoch 3 redone from epoch 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert (run_dir / f"corrupt-{latest.name}").is_dir()  # kept for a look, out of Ray's way
+
+
+def _trial_dir(run_dir: Path) -> Path:
+    return next((run_dir / "trials").iterdir())
+
+
+SEARCH_DAMAGE = {
+    "tuner.pkl missing": lambda d: (d / "tuner.pkl").unlink() or d / "tuner.pkl",
+    "experiment state missing": lambda d: [p.unlink() for p in d.glob("experiment_state-*.json")] and
+    d / "experiment_state-",
+    "experiment state cut in half": lambda d: truncate(max(d.glob("experiment_state-*.json"))),
+    "a trial's state.json with wrong types": lambda d: each_checkpoint(
+        _trial_dir(d), lambda c: edit_json(c / "state.json", epoch=None)),
+    "summary.json cut in half": lambda d: truncate(d / "summary.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(SEARCH_DAMAGE))
+def test_a_damaged_search_file_is_refused_in_one_line_naming_it(finished_search, tmp_path, damage):
+    config, made = finished_search
+    run_dir = tmp_path / "results" / "damaged"
+    shutil.copytree(made, run_dir)
+    if damage != "summary.json cut in half":
+        (run_dir / "summary.json").unlink()
+    damaged = SEARCH_DAMAGE[damage](run_dir)
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(config),
+                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
+    assert listing(run_dir) == before, "a refused command changed the search"
+
+
+# ------------------------------------------------------------ 7. full disk
+
+def _mount_tmpfs(directory: Path, size: str, remount: bool = False) -> subprocess.CompletedProcess:
+    options = f"remount,size={size}" if remount else f"size={size}"
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+                          capture_output=True, text=True)
+
+
+def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(cli, tmp_path, mnist_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # Room for one checkpoint (~6 MB: weights.h5, best.weights.h5 with the optimizer, train_state), not two.
+    mounted = _mount_tmpfs(disk, "10m")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (the test needs root): {mounted.stderr.strip()}")
+    started: list[Cli] = []
+    try:
+        config = write_config(tmp_path, {**SMALL_TRAIN, "checkpoint": {"keep_best": 1}}, mnist_path, "train.yaml")
+        run_dir = disk / "full"
+        run = cli("train", "--config", str(config), "--storage", str(disk), "--name", "full", tag="full")
+        started.append(run)
+        code = run.wait(RUN_TIMEOUT, "end on the full disk")
+        assert code == 2, run.output_tail()
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: cannot write {disk}") and "no space left on device (ENOSPC)" in last, \
+            run.output_tail()
+        assert "resume with: orchestrator train" in last and last.endswith("--resume"), last
+        driver_lines = [line for line in run.stderr.splitlines() if not line.startswith("(")]
+        assert not any(line.startswith("Traceback") for line in driver_lines), run.output_tail()
+        # No retry: a restarted group would say it resumed from the checkpoint it found.
+        assert resumed_epochs(run) == [], run.output_tail()
+        assert not (run_dir / "result.json").exists()
+        from orchestrator import integrity
+
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+        kept = run_dir / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+        completed = integrity.check_checkpoint(kept)["epoch"]
+        assert 1 <= completed < SMALL_TRAIN["training"]["epochs"]
+
+        enlarged = _mount_tmpfs(disk, "96m", remount=True)
+        assert enlarged.returncode == 0, enlarged.stderr
+        resumed = cli(*shlex.split(last.split("resume with: orchestrator ", 1)[1]), tag="resume")
+        started.append(resumed)
+        assert resumed.wait(RUN_TIMEOUT, "finish once the disk was enlarged") == 0, resumed.output_tail()
+        assert set(resumed_epochs(resumed)) == {completed}, resumed.output_tail()
+        result = json.loads((run_dir / "result.json").read_text())
+        assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+        assert Path(result["evaluation"]["exported_model"]).is_file()
+    finally:
+        for command in started:  # nothing of the runs may hold the mount
+            command.kill_group()
+            command.wait_group_gone(30)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------ 8. chaos during a search
+
+CHAOS_SEARCH = {
+    "seed": 5,
+    "training": {"epochs": 4, "batch_size_per_worker": 32, "verbose": 0},
+    "early_stopping": {"enabled": False},
+    "checkpoint": {"keep_best": 1},
+    "tensorboard": {"histogram_freq": 0},
+    "scaling": {"max_failures": 3},  # per trial: Ray Train restarts its worker group up to 3 times
+    "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
+    "search": {
+        "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
+        "max_failures_per_trial": 1,  # Tune restarts a trial whose driver died, once
+        "asha": {"enabled": False},
+        "space": {"optimizer.learning_rate": {"grid": [0.004, 0.003, 0.002, 0.0015, 0.001, 0.0008, 0.0006, 0.0005]},
+                  "lr_schedule": {"constant": {}}},
+    },
+}
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _trial_driver_of(pid: int, trials: list[str]) -> Optional[str]:
+    """The trial whose Tune actor (``ray::ImplicitFunc``) ``pid`` is: Tune runs it in the trial's working dir."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return next((t for t in trials if f"run_trial_{t}_" in cwd), None)
+
+
+def test_a_search_survives_worker_and_trial_driver_kills_with_each_trial_counted_once(cli, tmp_path, mnist_path):
+    config = write_config(tmp_path, CHAOS_SEARCH, mnist_path, "chaos.yaml")
+    storage, name = tmp_path / "results", "chaos"
+    run_dir = storage / name
+    epochs = CHAOS_SEARCH["training"]["epochs"]
+    search = cli("tune", "--config", str(config), "--storage", str(storage), "--name", name, tag="chaos")
+    rng = random.Random(99)
+    kills: list[tuple[str, str, int, float]] = []  # (what, trial, epoch registered at the kill, when)
+    per_trial: dict[str, int] = {}
+    next_kill = time.monotonic() + rng.uniform(4, 8)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while search.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = sum(1 for k in kills if k[0] == "worker")
+        if time.monotonic() < next_kill or (workers >= 4 and any(k[0] == "trial driver" for k in kills)):
+            continue
+        finished = set(finished_trials(run_dir))
+        # Running trials with a registered epoch and at least one to go; at most 2 kills each (max_failures 3).
+        running = {t: e for t, e in trial_epochs(run_dir).items()
+                   if t not in finished and 1 <= e <= epochs - 1 and per_trial.get(t, 0) < 2}
+        if not running:
+            continue
+        members = search.members()
+        victim = None
+        if workers >= 2 and not any(k[0] == "trial driver" for k in kills):
+            victim = next(((pid, "trial driver", t) for pid in members if _title(pid).startswith("ray::ImplicitFunc")
+                           for t in [_trial_driver_of(pid, list(running))] if t), None)
+        if victim is None:
+            candidates = []
+            for trial in running:
+                roster = read_json_or_none(run_dir / "trials" / trial / "workers.json") or {}
+                candidates += [(w["pid"], "worker", trial) for w in roster.get("workers", [])
+                               if w["pid"] in members and _title(w["pid"]).startswith("ray::RayTrainWorker")]
+            victim = rng.choice(candidates) if candidates else None
+        if victim is None:
+            continue
+        pid, what, trial = victim
+        epoch_now = reported_epoch(run_dir / "trials" / trial)
+        os.kill(pid, signal.SIGKILL)
+        kills.append((what, trial, epoch_now, time.time()))
+        per_trial[trial] = per_trial.get(trial, 0) + 1
+        next_kill = time.monotonic() + rng.uniform(4, 8)
+
+    assert search.wait(RUN_TIMEOUT, "finish despite the kills") == 0, search.output_tail()
+    worker_kills = [k for k in kills if k[0] == "worker"]
+    assert len(worker_kills) >= 3 and len(kills) - len(worker_kills) == 1, kills
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = {r["trial_id"]: r for r in summary["results"]}
+    assert summary["trials"] == 8 and len(summary["results"]) == 8 and len(rows) == 8
+    survived, redone = 0, 0
+    for what, trial, epoch, when in kills:
+        row = rows[trial]
+        assert row["status"] == "TERMINATED" and row["stop_reason"] == f"max_epochs ({epochs})", row
+        assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), (what, trial, row)
+        # The trial's own record, with when each kept epoch started.
+        history = json.loads((Path(row["final_checkpoint"]) / "state.json").read_text())["history"]
+        assert [h["epoch"] for h in history] == list(range(1, epochs + 1)), (what, trial, history)
+        # What was registered before the kill is kept: those epochs ran before it, not again after.
+        assert all(h["started_at"] < when for h in history if h["epoch"] <= epoch), (what, trial, epoch, history)
+        redone += sum(1 for h in history if h["epoch"] == epoch + 1 and h["started_at"] > when)
+        survived += 1
+    for row in rows.values():
+        assert row["status"] == "TERMINATED" and [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1))
+    print(f"chaos: {len(kills)} kills injected ({len(worker_kills)} Train workers, 1 trial driver), "
+          f"{survived} survived, {redone} epoch(s) redone")
+
+
+def test_storage_errors_are_recognised_in_the_shapes_they_reach_the_driver(tmp_path, monkeypatch):
+    """ENOSPC/EROFS by errno, by the text Ray forwards from a worker, and by the disk's state when TF says neither."""
+    import errno as errno_codes
+
+    from orchestrator import storage_errors as se
+
+    assert se.storage_cause(OSError(errno_codes.ENOSPC, "No space left on device")) == se.NO_SPACE
+    assert se.storage_cause(RuntimeError("x")) is None
+    wrapped = RuntimeError("Training failed due to worker errors:\nOSError: [Errno 28] Error writing bytes to file. "
+                           "Detail: [errno 28] No space left on device")
+    assert se.storage_cause(wrapped) == se.NO_SPACE
+    assert se.storage_cause(RuntimeError("h5py: errno = 30, error message = 'Read-only file system'")) == se.READ_ONLY
+    events = RuntimeError("ResourceExhaustedError: Could not initialize events writer.")
+    assert se.storage_cause(events, tmp_path) is None  # this disk has room: not a storage problem
+
+    class Full:
+        f_flag, f_bavail, f_frsize = 0, 10, 4096
+
+    monkeypatch.setattr(se.os, "statvfs", lambda path: Full)
+    assert se.storage_cause(events, tmp_path) == se.NO_SPACE
+    assert se.file_named(events, tmp_path) == f"{tmp_path}/tensorboard"
+    assert se.file_named(OSError(28, "No space", str(tmp_path / "run" / "result.json")), tmp_path) == \
+        str(tmp_path / "run" / "result.json")

@@ -11,18 +11,20 @@ each Tune trial runs, :func:`evaluate_checkpoints` scores a best checkpoint.
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from orchestrator import integrity, ownership, storage_errors
 from orchestrator.errors import UserError
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
-from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
+from orchestrator.checkpoint_files import STATE
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
 from orchestrator.contract import TASK_ERROR_FILE, Trial, WorkerConfig
@@ -71,19 +73,17 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
     run_dir = storage_root(storage) / name
     if overwrite and resume:
         raise UserError("--resume and --overwrite contradict each other; pick one")
-    if run_dir.exists() and overwrite:
-        # Kept aside until the new run is under way: bad input found later (a task
-        # that cannot train) puts the old run back untouched (see `replaced_run`).
-        aside = _aside(run_dir)
-        if aside.exists():
-            shutil.rmtree(aside)  # left by an overwrite whose driver was killed
-        os.replace(run_dir, aside)
-    elif resume and not run_dir.exists():
+    if resume and not run_dir.exists():
         raise UserError(f"nothing to resume: no {what} named {name!r} under {run_dir.parent}")
-    elif (run_dir / finished_marker).exists() and not overwrite:
+    # One live command per name, before anything in it is read or changed (see ownership.py).
+    ownership.acquire(run_dir, what)
+    if overwrite:
+        _set_aside(run_dir)
+    elif (run_dir / finished_marker).exists():
+        check_json_file(run_dir / finished_marker, what, name)
         raise UserError(f"{what} {name!r} already finished ({run_dir / finished_marker}); "
                         "choose another --name, or pass --overwrite to replace it")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    elif not resume and any(not ownership.is_ownership_file(c.name) for c in run_dir.iterdir()):
         raise UserError(f"{what} {name!r} exists but did not finish ({run_dir}); "
                         "pass --resume to continue it, or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,44 +94,63 @@ def _aside(run_dir: Path) -> Path:
     return run_dir.with_name(f".{run_dir.name}.replaced")
 
 
+def _set_aside(run_dir: Path) -> None:
+    """``--overwrite``: move the old run's files aside (the owner record stays), to delete or put back later."""
+    aside = _aside(run_dir)
+    if aside.exists():
+        shutil.rmtree(aside)  # left by an overwrite whose driver was killed
+    children = [c for c in run_dir.iterdir() if not ownership.is_ownership_file(c.name)]
+    if children:
+        aside.mkdir()
+        for child in children:
+            os.replace(child, aside / child.name)
+
+
 @contextlib.contextmanager
 def replaced_run(run_dir: Path):
-    """Around a run started with ``--overwrite``: a UserError puts the replaced run back, else it is deleted."""
+    """Around a run started with ``--overwrite``: a UserError (bad input found late, e.g. a task
+    that cannot train) puts the replaced run back untouched; otherwise it is deleted."""
     aside = _aside(run_dir)
     try:
         yield
     except UserError:
         if aside.exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            os.replace(aside, run_dir)
+            for child in run_dir.iterdir():
+                if not ownership.is_ownership_file(child.name):
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            for child in aside.iterdir():
+                os.replace(child, run_dir / child.name)
         raise
     finally:
         if aside.exists():
             shutil.rmtree(aside, ignore_errors=True)
 
 
-def check_resumable(run_dir: Path) -> None:
-    """Fail before starting anything if the checkpoint a resume would load is unusable."""
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    if not snapshot.exists():
-        # Interrupted before Ray Train registered a checkpoint: a resume starts from epoch 1,
-        # or from a complete one whose report was lost (worker/resume.py).
-        return
+def check_resumable(run_dir: Path, what: str = "run") -> None:
+    """Fail before starting anything if the checkpoint a resume would load is unusable.
+
+    A damaged latest checkpoint falls back to the previous complete one (said on
+    stderr); with none, one line names the damaged file. A run interrupted before
+    Ray Train registered a checkpoint starts from epoch 1, or from a complete one
+    whose report was lost (worker/resume.py).
+    """
     try:
-        latest = read_json(snapshot)["latest_checkpoint_result"]["checkpoint_dir_name"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot resume {run_dir.name!r}: {snapshot} is corrupt ({exc}); "
-                        "pass --overwrite to start over") from None
-    checkpoint = run_dir / latest
+        note = integrity.resume_point(run_dir)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"cannot resume {what} {run_dir.name!r} from its latest checkpoint: "
+                        f"{exc.path} is {exc.problem}; "
+                        "restore it, or pass --overwrite to start over") from None
+    if note:
+        print(f"[orchestrator] {what} {run_dir.name!r}: {note}", file=sys.stderr, flush=True)
+
+
+def check_json_file(path: Path, what: str, name: str) -> None:
+    """One line naming ``path`` if a result file a command reads is not whole JSON."""
     try:
-        state = read_json(checkpoint / STATE)
-        int(state["epoch"]), list(state["history"])
-        for name in (WEIGHTS, TRAIN_STATE):
-            if not (checkpoint / name).exists():
-                raise FileNotFoundError(name)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot resume {run_dir.name!r}: its latest checkpoint {checkpoint} is corrupt "
-                        f"({type(exc).__name__}: {exc}); pass --overwrite to start over") from None
+        integrity.read_json_file(path)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"{what} {name!r}: {exc.path} is {exc.problem}; "
+                        "restore it, or pass --overwrite to start over") from None
 
 
 def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path: str, name: str,
@@ -151,7 +170,8 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
     from orchestrator.engine.tf_backend import TFConfigBackendConfig
 
     scaling = spec.scaling
-    return DataParallelTrainer(
+    # A full or read-only storage is not retried: no restart of the group can free a disk.
+    return storage_errors.trainer_class(DataParallelTrainer, storage_path)(
         train_loop,
         backend_config=TFConfigBackendConfig(),
         train_loop_config=WorkerConfig(spec=spec, task=task, data=data_ref, run_dir=str(Path(storage_path) / name),

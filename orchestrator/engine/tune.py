@@ -31,9 +31,10 @@ from ray.tune.stopper import Stopper
 
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect
+from orchestrator import integrity
 from orchestrator.contract import Trial
-from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
-                                       make_trainer, prepare_run_dir, raise_task_error, replaced_run)
+from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
+                                       load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
 from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
@@ -409,6 +410,8 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     from ray import tune
 
     name = run_dir.name
+    if resume:
+        check_search_resumable(run_dir)
     connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
@@ -457,6 +460,21 @@ class StopOnTaskError(Stopper):
 
     def stop_all(self) -> bool:
         return self.failed
+
+
+def check_search_resumable(run_dir: Path) -> None:
+    """Tune's state and every trial's latest checkpoint, before Ray starts (one line naming a damaged file)."""
+    if not (run_dir / "tuner.pkl").exists() and not any(run_dir.glob("experiment_state-*.json")) \
+            and not (run_dir / TRIALS_DIR).exists():
+        return  # interrupted before Tune wrote anything: refused below as "nothing to resume"
+    try:
+        integrity.check_tune_state(run_dir)
+    except integrity.CorruptFile as exc:
+        raise UserError(f"cannot resume search {run_dir.name!r}: {exc.path} is {exc.problem}; "
+                        "pass --overwrite to start the search over") from None
+    trials = run_dir / TRIALS_DIR
+    for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
+        check_resumable(trial_dir, what="trial")
 
 
 @contextlib.contextmanager
