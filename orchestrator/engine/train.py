@@ -22,7 +22,7 @@ from orchestrator.errors import UserError
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
 from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
-from orchestrator.results import read_json, write_json_atomic
+from orchestrator.results import FORMAT_VERSION, read_json, write_json_atomic
 from orchestrator.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"
@@ -271,6 +271,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
                                       str(run_dir / EXPORT_FILE))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
+        "format_version": FORMAT_VERSION,
         "name": name,
         "status": "finished",
         "spec": spec.model_dump(),

@@ -30,7 +30,7 @@ from orchestrator.engine.runtime import WorkerShape, check_fits, connect
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
                                        make_trainer, prepare_run_dir)
 from orchestrator.errors import UserError
-from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
+from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
 
 SUMMARY_JSON = "summary.json"
@@ -228,6 +228,7 @@ def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
     scored = [r for r in rows if r.get(f"best_{metric}") is not None and r.get("best_checkpoint")]
     best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"]) if scored else None
     summary: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,
         "trials": len(rows), "wall_seconds": wall,
         "tensorboard_dir": str(run_dir / TENSORBOARD_DIR),
