@@ -31,8 +31,7 @@ from orchestrator.results import FORMAT_VERSION, read_json
 RESULT_FILE = "result.json"          # the same names engine.train / engine.tune write
 SUMMARY_FILE = "summary.json"
 BEST_MODEL = "best_model.keras"
-SAVED_MODEL_DIR = "best_model_savedmodel"
-TOP_MODELS_DIR = "top_models"
+SAVED_MODEL = "saved_model/1"      # a TF Serving model base path (saved_model/) with version 1
 TRIALS_DIR = "trials"
 _SNAPSHOT = "checkpoint_manager_snapshot.json"
 
@@ -171,8 +170,8 @@ class RunResults:
 
     @property
     def saved_model_path(self) -> Path:
-        """The TensorFlow SavedModel of the best model, for TF Serving."""
-        return self.path / SAVED_MODEL_DIR
+        """The TensorFlow SavedModel of the best model (TF Serving's model base path is its parent)."""
+        return self.path / SAVED_MODEL
 
     def load_best_model(self):
         """The best checkpoint's model (``best_model.keras``) as a tf-keras model."""
@@ -274,6 +273,11 @@ class SearchResults:
     def evaluation(self) -> Optional[dict]:
         """The best trial's test-set scores (final weights, best checkpoint reloaded)."""
         return self.summary.get("evaluation") if self.summary else None
+
+    @property
+    def saved_model_path(self) -> Path:
+        """The best trial's TensorFlow SavedModel (TF Serving's model base path is its parent)."""
+        return self.path / SAVED_MODEL
 
     @property
     def top_models(self) -> list[dict]:

@@ -120,10 +120,12 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 @click.option("--workers-per-trial", type=int, help="Training workers per trial.")
 @click.option("--max-concurrent", type=int, help="Trials at once (default: as many as the cluster holds).")
 @click.option("--algorithm", type=click.Choice(["random", "optuna"]), help="Search algorithm.")
+@click.option("--export-top", type=int, metavar="K",
+              help="Keep the K best trials' models (Keras + SavedModel, config, test evaluation) in top_models/.")
 @_user_errors
 def tune(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
          samples: Optional[int], workers_per_trial: Optional[int], max_concurrent: Optional[int],
-         algorithm: Optional[str], **flags: Any) -> None:
+         algorithm: Optional[str], export_top: Optional[int], **flags: Any) -> None:
     """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json."""
     from orchestrator.search_space import load_search
     from orchestrator.spec import read_yaml, set_path
@@ -135,7 +137,7 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
     for dotted, value in _overrides(**flags).items():
         config = set_path(config, dotted, value)
     for dotted, value in {"search.workers_per_trial": workers_per_trial,
-                          "search.algorithm": algorithm}.items():
+                          "search.algorithm": algorithm, "search.export_top": export_top}.items():
         if value is not None:
             config = set_path(config, dotted, value)
     search = load_search(config)
@@ -166,6 +168,10 @@ def format_tune_summary(summary: dict) -> str:
         lines.append(f"  test accuracy: final weights {ev['final_weights']['accuracy']:.4f}, "
                      f"best checkpoint reloaded {ev['best_checkpoint_reloaded']['accuracy']:.4f}")
         lines.append(f"  best model:  {ev.get('exported_model')}")
+        lines.append(f"  serving:     {ev.get('saved_model')}")
+    for top in summary.get("top_models") or []:
+        lines.append(f"  top {top['rank']}: {top['trial_id']} test accuracy "
+                     f"{top['evaluation']['best_checkpoint_reloaded']['accuracy']:.4f}  {top['dir']}")
     lines += [f"  summary:     {summary['summary_file']}",
               f"  curves:      {summary['plot']}",
               f"  tensorboard: tensorboard --logdir {summary['tensorboard_dir']}"]
@@ -185,6 +191,7 @@ def format_train_summary(result: dict) -> str:
         f"  wall time {result['wall_seconds']:.1f} s, {result['samples_per_second'] or 0:.0f} samples/s",
         f"  result:      {result['result_file']}",
         f"  best model:  {ev.get('exported_model')}",
+        f"  serving:     {ev.get('saved_model')}",
         f"  tensorboard: tensorboard --logdir {result['tensorboard_dir']}",
     ]
     return "\n".join(lines)

@@ -245,6 +245,13 @@ def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
             summary["evaluation"] = evaluate_checkpoints(
                 trial_spec, Checkpoint(best["final_checkpoint"]), Checkpoint(best["best_checkpoint"]),
                 data_ref, str(run_dir / EXPORT_FILE))
+            if search.search.export_top:
+                from orchestrator.engine.top_models import export_top
+
+                configs = {trial_row_id(r): r.config for r in result_grid}
+                summary["top_models"] = export_top(rows, search.search.export_top, metric, mode, run_dir,
+                                                   lambda trial_id: search.trial_spec(configs[trial_id]),
+                                                   data_ref)
     summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
                "best_val_accuracy", "best_checkpoint"] + sorted({k for r in rows for k in r["config"]})

@@ -3,7 +3,8 @@
 Runs in one Ray task (no strategy): the test set is scored with the final
 weights, then the best checkpoint is reloaded with ``load_weights`` and scored
 again, and the best model is saved as a ``.keras`` file that plain
-``tf.keras.models.load_model`` opens without this project.
+``tf.keras.models.load_model`` opens without this project, and as a SavedModel
+for TF Serving.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
 from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
 from orchestrator.worker.datasets import scale
+from orchestrator.worker.export import export_saved_model, serving_dir
 from orchestrator.worker.model import build_compiled_model
 
 
@@ -36,7 +38,8 @@ def evaluate_and_export(spec: dict, final_dir: str, best_dir: str, splits: Mnist
         final_dir: the latest checkpoint's directory (final weights).
         best_dir: the best checkpoint's directory.
         splits: MNIST, from the object store.
-        export_path: where to save the best model (``.keras``); None to skip.
+        export_path: where to save the best model (``.keras``; its SavedModel for serving goes
+            beside it, see ``worker/export.py``); None to skip.
     """
     spec = ExperimentSpec.model_validate(spec)
     tf.keras.utils.set_random_seed(spec.seed)
@@ -52,6 +55,7 @@ def evaluate_and_export(spec: dict, final_dir: str, best_dir: str, splits: Mnist
         # A model file is several writes: save under a temporary name, then rename.
         write_atomic(export_path, lambda tmp: _save(model, tmp))
         out["exported_model"] = str(export_path)
+        out["saved_model"] = str(export_saved_model(model, serving_dir(export_path)))
     return out
 
 
