@@ -4,6 +4,7 @@
     orchestrator train --config jobs/configs/train_mnist.yaml --name run1
     orchestrator train --name run1 --resume                    # after Ctrl-C or a crash
     orchestrator tune --config jobs/configs/tune_mnist.yaml --samples 16 --name my-search
+    orchestrator tune --config jobs/configs/tune_mnist.yaml --export-top 3 --mlflow-uri http://127.0.0.1:5000
     tensorboard --logdir results/my-search/tensorboard
 
 Flags override the YAML config. Mistakes in input end with one line on stderr
@@ -74,6 +75,10 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run of this --name."),
         click.option("--overwrite", is_flag=True, help="Replace a finished run of this --name."),
+        click.option("--mlflow-uri", help="Track in MLflow at this server (default with an `mlflow:` "
+                                          "config section: MLFLOW_TRACKING_URI). Needs pip install mlflow."),
+        click.option("--mlflow-optional", is_flag=True,
+                     help="An unreachable MLflow server is a warning (train untracked), not an error."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -85,9 +90,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "gpus_per_worker": "scaling.gpus_per_worker", "cpus_per_worker": "scaling.cpus_per_worker",
         "epochs": "training.epochs", "batch_size": "training.batch_size_per_worker",
         "data_path": "data.path", "storage": "storage", "name": "name", "seed": "seed",
-        "workers": "scaling.workers",
+        "workers": "scaling.workers", "mlflow_uri": "mlflow.tracking_uri", "mlflow_optional": "mlflow.optional",
     }
-    return {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
+    # An unset flag (None, or False for --mlflow-optional) must not create an `mlflow:` section.
+    return {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None and v is not False}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.errors import UserError
+from orchestrator.engine import tracking
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
 from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
@@ -247,6 +248,7 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     if resume:
         check_resumable(run_dir)
     splits, data_info = load_data(spec)
+    tracker = tracking.start_for(spec, "train", name, run_dir)  # before Ray: a dead server fails fast
     connect(address)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
@@ -256,7 +258,8 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     started = time.time()
     trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))
-    result = fit_or_explain(trainer, spec, f"run {name!r}")
+    with tracking.ended_on_error(tracker):
+        result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
 
     final_checkpoint = result.checkpoint
@@ -267,8 +270,9 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     with final_checkpoint.as_directory() as directory:
         state = read_json(Path(directory) / STATE)
     history = state["history"]
-    evaluation = evaluate_checkpoints(spec, final_checkpoint, best_checkpoint, data_ref,
-                                      str(run_dir / EXPORT_FILE))
+    with tracking.ended_on_error(tracker):
+        evaluation = evaluate_checkpoints(spec, final_checkpoint, best_checkpoint, data_ref,
+                                          str(run_dir / EXPORT_FILE))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
         "format_version": FORMAT_VERSION,
@@ -289,7 +293,10 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
         "tensorboard_dir": str(tensorboard_dir),
         "wall_seconds": wall,
         "samples_per_second": (data_info["train"] * len(history) / trained_seconds) if trained_seconds else None,
+        "mlflow": tracker.describe() if tracker else None,
     }
     write_json_atomic(run_dir / RESULT_FILE, out)
+    if tracker:  # after the run's own files: tracking can never lose them
+        tracker.log_run_result(out, run_dir / RESULT_FILE)
     out["result_file"] = str(run_dir / RESULT_FILE)
     return out

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
@@ -78,7 +79,8 @@ def _trainable(search: Search, data_ref, run_dir: Path):
     return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
 
 
-def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int):
+def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
+           callbacks: Optional[list] = None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -107,7 +109,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
                                     scheduler=scheduler, search_alg=algorithm,
                                     max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
     )
 
@@ -221,7 +223,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
 
 
 def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
-              evaluate_best: bool = True) -> dict:
+              evaluate_best: bool = True, mlflow: Optional[dict] = None) -> dict:
     metric, mode = search.search.metric, search.search.mode
     rows = [trial_row(result, search, run_dir) for result in result_grid]
     rows.sort(key=lambda r: r["trial_id"])
@@ -232,7 +234,7 @@ def summarize(result_grid, search: Search, run_dir: Path, data_ref, wall: float,
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,
         "trials": len(rows), "wall_seconds": wall,
         "tensorboard_dir": str(run_dir / TENSORBOARD_DIR),
-        "best_trial": None, "evaluation": None, "results": rows,
+        "best_trial": None, "evaluation": None, "results": rows, "mlflow": mlflow,
     }
     if best is not None:
         summary["best_trial"] = {k: best[k] for k in ("trial_id", "label", "config", "best_epoch",
@@ -281,6 +283,8 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
     splits, _ = load_data(search.base)
+    tracker = tracking.start_for(search.base, "search", name, run_dir, params={
+        **tracking.spec_params(search.base), **tracking.flatten(search.search.model_dump(), "search.")})
     connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
@@ -297,10 +301,19 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     elif resume:
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
-        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent)
-    with ctrl_c_after_graceful_stop():
-        result_grid = tuner.fit()
-    return summarize(result_grid, search, run_dir, data_ref, time.time() - started)
+        callbacks = None
+        if tracker:  # live per-epoch tracking of each trial (a resumed search is logged from its summary)
+            from orchestrator.engine.mlflow_tune import callback_for
+            callbacks = [callback_for(tracker, search)]
+        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, callbacks)
+    with tracking.ended_on_error(tracker):
+        with ctrl_c_after_graceful_stop():
+            result_grid = tuner.fit()
+        summary = summarize(result_grid, search, run_dir, data_ref, time.time() - started,
+                            mlflow=tracker.describe() if tracker else None)
+    if tracker:  # after the search's own files: tracking can never lose them
+        tracker.log_search_summary(summary, run_dir / SUMMARY_JSON)
+    return summary
 
 
 @contextlib.contextmanager
