@@ -170,3 +170,25 @@ def test_a_search_reads_back_as_summary_json_says(finished_search):
     assert search.evaluation == summary["evaluation"]
     model = search.load_best_model()
     assert model.count_params() > 0
+
+
+def test_a_search_without_its_summary_reads_from_the_trials_checkpoints(finished_search, tmp_path):
+    """A driver killed after the trials, before the summary, leaves this: open_search rebuilds the table."""
+    import orchestrator
+
+    summary = json.loads((finished_search / "summary.json").read_text())
+    copy = tmp_path / "s"
+    shutil.copytree(finished_search, copy, symlinks=True)
+    for name in ("summary.json", "summary.csv", "curves.png", "best_model.keras"):
+        (copy / name).unlink()
+    search = orchestrator.open_search(copy)
+    assert search.status == "interrupted" and search.evaluation is None
+    trials = search.trials.set_index("trial_id")
+    assert set(trials.index) == {r["trial_id"] for r in summary["results"]}
+    for row in summary["results"]:
+        assert trials.loc[row["trial_id"], "epochs_run"] == row["epochs_run"]
+        assert trials.loc[row["trial_id"], "best_val_loss"] == row["best_val_loss"]
+        assert trials.loc[row["trial_id"], "optimizer.learning_rate"] == row["config"]["optimizer.learning_rate"]
+    assert search.best_trial["trial_id"] == summary["best_trial"]["trial_id"]
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        search.load_best_model()
