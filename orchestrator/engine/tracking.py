@@ -30,6 +30,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -224,15 +225,23 @@ def _client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
-def start(config, *, run_name: str, params: dict, tags: dict, run_dir: Path) -> Optional[Tracker]:
-    """Check the server and open this run's MLflow run; None when tracking is off (or optional and down).
+@dataclass(frozen=True)
+class Server:
+    """A tracking server that answered, and the experiment to log into."""
+
+    client: Any
+    uri: str
+    experiment_id: str
+
+
+def check(config) -> Optional[Server]:
+    """Before Ray starts: reach the server and find (or create) the experiment.
+
+    Returns None when tracking is off, or optional and the server is down (a
+    warning); an unreachable server is otherwise a UserError (one line, exit 2).
 
     Args:
         config: the spec's ``mlflow`` section (``MlflowSpec``), or None for no tracking.
-        run_name: the MLflow run name (the orchestrator run's name).
-        params: flat params to log now.
-        tags: tags of the run.
-        run_dir: the run's own directory, named in warnings.
     """
     if config is None:
         return None
@@ -245,21 +254,45 @@ def start(config, *, run_name: str, params: dict, tags: dict, run_dir: Path) -> 
     try:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     except Exception as exc:
         if config.optional:
             warn(f"MLflow tracking server {uri} is unreachable ({short_error(exc)}); training without tracking")
             return None
         raise UserError(f"MLflow tracking server {uri} is unreachable ({short_error(exc)}); start it, fix "
                         "--mlflow-uri / mlflow.tracking_uri, or pass --mlflow-optional to train without it") from None
-    tracker = Tracker(client, uri, experiment_id, run.info.run_id, run_dir)
+    return Server(client, uri, experiment_id)
+
+
+def start(server: Optional[Server], *, run_name: str, params: dict, tags: dict, run_dir: Path) -> Optional[Tracker]:
+    """Open this run's MLflow run on a :func:`check` ed server; None when tracking is off.
+
+    Called once the cluster is known to hold the run, so a refused run leaves no
+    RUNNING MLflow run. A server lost since :func:`check` is a warning: the run goes on untracked.
+
+    Args:
+        server: what :func:`check` returned.
+        run_name: the MLflow run name (the orchestrator run's name).
+        params: flat params to log now.
+        tags: tags of the run.
+        run_dir: the run's own directory, named in warnings.
+    """
+    if server is None:
+        return None
+    try:
+        run = server.client.create_run(server.experiment_id, run_name=run_name, tags=tags)
+    except Exception as exc:
+        warn(f"MLflow tracking at {server.uri} failed while opening the run ({short_error(exc)}); "
+             "training without tracking")
+        return None
+    tracker = Tracker(server.client, server.uri, server.experiment_id, run.info.run_id, run_dir)
     tracker.safely("logging the params", lambda: tracker.log_params(params))
     return tracker
 
 
-def start_for(spec, kind: str, name: str, run_dir: Path, params: Optional[dict] = None) -> Optional[Tracker]:
-    """:func:`start` for a ``train`` run or a ``search`` of ``spec`` (its ``mlflow`` section)."""
-    return start(spec.mlflow, run_name=name, params=params if params is not None else spec_params(spec),
+def start_for(server: Optional[Server], spec, kind: str, name: str, run_dir: Path,
+              params: Optional[dict] = None) -> Optional[Tracker]:
+    """:func:`start` for a ``train`` run or a ``search`` of ``spec``."""
+    return start(server, run_name=name, params=params if params is not None else spec_params(spec),
                  tags={"orchestrator.kind": kind, "orchestrator.run_dir": str(run_dir)}, run_dir=run_dir)
 
 

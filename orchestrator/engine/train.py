@@ -248,11 +248,12 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     if resume:
         check_resumable(run_dir)
     splits, data_info = load_data(spec)
+    mlflow_server = tracking.check(spec.mlflow)  # before Ray: a dead server fails fast
     connect(address)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
     # Once the cluster is known to hold the run (no MLflow run left RUNNING by a refusal), before it trains.
-    tracker = tracking.start_for(spec, "train", name, run_dir)
+    tracker = tracking.start_for(mlflow_server, spec, "train", name, run_dir)
     data_ref = ray.put(splits)
     del splits  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR

@@ -283,12 +283,13 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
     splits, _ = load_data(search.base)
+    mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
     connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")
     # Once the cluster is known to hold a trial (no MLflow run left RUNNING by a refusal), before any trains.
-    tracker = tracking.start_for(search.base, "search", name, run_dir, params={
+    tracker = tracking.start_for(mlflow_server, search.base, "search", name, run_dir, params={
         **tracking.spec_params(search.base), **tracking.flatten(search.search.model_dump(), "search.")})
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
     data_ref = ray.put(splits)
