@@ -6,6 +6,7 @@
     orchestrator train --config jobs/configs/train_mnist.yaml --name run1
     orchestrator train --name run1 --resume                    # after Ctrl-C or a crash
     orchestrator tune --config jobs/configs/tune_mnist.yaml --samples 16 --name my-search
+    orchestrator tune --config jobs/configs/tune_mnist.yaml --export-top 3 --mlflow-uri http://127.0.0.1:5000
     tensorboard --logdir results/my-search/tensorboard
 
 Flags override the YAML config. Mistakes in input end with one line on stderr
@@ -115,6 +116,10 @@ def _common_options(fn: Callable) -> Callable:
         click.option("--resume", is_flag=True,
                      help="Continue an interrupted run of this --name (a dead owner's claim on it is taken over)."),
         click.option("--overwrite", is_flag=True, help="Replace a finished run of this --name."),
+        click.option("--mlflow-uri", help="Track in MLflow at this server (default with an `mlflow:` "
+                                          "config section: MLFLOW_TRACKING_URI). Needs pip install mlflow."),
+        click.option("--mlflow-optional", is_flag=True,
+                     help="An unreachable MLflow server is a warning (train untracked), not an error."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -126,9 +131,11 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "gpus_per_worker": "scaling.gpus_per_worker", "cpus_per_worker": "scaling.cpus_per_worker",
         "epochs": "training.epochs", "batch_size": "training.batch_size_per_worker",
         "task_name": "task.name", "data_path": "task.path", "storage": "storage", "name": "name",
-        "seed": "seed", "workers": "scaling.workers",
+        "seed": "seed", "workers": "scaling.workers", "mlflow_uri": "mlflow.tracking_uri",
+        "mlflow_optional": "mlflow.optional",
     }
-    out = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
+    # An unset flag (None, or False for --mlflow-optional) must not create an `mlflow:` section.
+    out = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None and v is not False}
     for item in flags.get("task_params") or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -181,10 +188,12 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
               help="Search algorithm; pbt: Population Based Training (search.pbt).")
 @click.option("--stop-at", "stop_at", multiple=True, metavar="METRIC=VALUE",
               help="End the search once any trial reaches this, e.g. val_accuracy=0.98 (repeatable).")
+@click.option("--export-top", type=int, metavar="K",
+              help="Keep the K best trials' models (Keras + SavedModel, config, test evaluation) in top_models/.")
 @_user_errors
 def tune(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
          samples: Optional[int], workers_per_trial: Optional[int], max_concurrent: Optional[int],
-         algorithm: Optional[str], stop_at: tuple, **flags: Any) -> None:
+         algorithm: Optional[str], stop_at: tuple, export_top: Optional[int], **flags: Any) -> None:
     """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json.
 
     With --algorithm pbt, a population trains side by side and the winner's LR of
@@ -201,7 +210,7 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
         config = set_path(config, dotted, value)
     for dotted, value in {"search.workers_per_trial": workers_per_trial,
                           "search.algorithm": algorithm, "search.samples": samples,
-                          "search.stop_at": _parse_stop_at(stop_at)}.items():
+                          "search.stop_at": _parse_stop_at(stop_at), "search.export_top": export_top}.items():
         if value is not None:
             config = set_path(config, dotted, value)
     search = load_search(config)
@@ -255,8 +264,12 @@ def format_tune_summary(summary: dict) -> str:
         lines.append(f"  test accuracy: final weights {ev['final_weights']['accuracy']:.4f}, "
                      f"best checkpoint reloaded {ev['best_checkpoint_reloaded']['accuracy']:.4f}")
         lines.append(f"  best model:  {ev.get('exported_model')}")
+        lines.append(f"  serving:     {ev.get('saved_model')}")
     if summary.get("best_schedule"):
         lines.append(f"  its LR per epoch: {summary['best_schedule']} (orchestrator train --config it)")
+    for top in summary.get("top_models") or []:
+        lines.append(f"  top {top['rank']}: {top['trial_id']} test accuracy "
+                     f"{top['evaluation']['best_checkpoint_reloaded']['accuracy']:.4f}  {top['dir']}")
     lines += [f"  summary:     {summary['summary_file']}",
               f"  curves:      {summary['plot']}",
               f"  tensorboard: tensorboard --logdir {summary['tensorboard_dir']}"]
@@ -276,6 +289,7 @@ def format_train_summary(result: dict) -> str:
         f"  wall time {result['wall_seconds']:.1f} s, {result['samples_per_second'] or 0:.0f} samples/s",
         f"  result:      {result['result_file']}",
         f"  best model:  {ev.get('exported_model')}",
+        f"  serving:     {ev.get('saved_model')}",
         f"  tensorboard: tensorboard --logdir {result['tensorboard_dir']}",
     ]
     return "\n".join(lines)

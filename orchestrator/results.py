@@ -16,6 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+# The layout of result.json and summary.json (fields documented in the README).
+# Raised when a field is renamed, removed or changes meaning; adding a field keeps it.
+FORMAT_VERSION = 1
+
 
 def _jsonable(value: Any) -> Any:
     """NaN and inf are not JSON: write them as null."""

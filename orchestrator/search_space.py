@@ -147,6 +147,8 @@ class SearchSpec(BaseModel):
     workers_per_trial: Optional[int] = Field(None, ge=1, examples=[2])
     max_concurrent: Optional[int] = Field(None, ge=1, examples=[2])
     max_failures_per_trial: int = Field(0, ge=0, examples=[1])
+    # Keep the K best trials' models (each with its config and test evaluation) under top_models/.
+    export_top: Optional[int] = Field(None, ge=1, examples=[3])
     asha: AshaSpec = AshaSpec()
     pbt: PbtSpec = PbtSpec()
     # End the whole search once any trial reaches every one of these, e.g. {val_accuracy: 0.98}.

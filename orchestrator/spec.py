@@ -121,6 +121,14 @@ class DataSpec(_Section):
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+class MlflowSpec(_Section):
+    """MLflow tracking (``pip install -e '.[mlflow]'``); the section's presence turns it on."""
+
+    tracking_uri: Optional[str] = Field(None, examples=["http://127.0.0.1:5000"])  # None: MLFLOW_TRACKING_URI
+    experiment: Optional[str] = Field(None, examples=["mnist"])  # None: MLFLOW_EXPERIMENT_NAME, else "orchestrator"
+    optional: bool = False  # an unreachable server: a warning and no tracking, instead of exit 2
+
+
 class ExperimentSpec(_Section):
     """One training run; a search varies some of its fields per trial."""
 
@@ -136,6 +144,7 @@ class ExperimentSpec(_Section):
     tensorboard: TensorBoardSpec = TensorBoardSpec()
     scaling: ScalingSpec = ScalingSpec()
     data: DataSpec = DataSpec()
+    mlflow: Optional[MlflowSpec] = None
 
     @field_validator("name")
     @classmethod

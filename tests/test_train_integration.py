@@ -103,7 +103,7 @@ def test_ray_keeps_only_the_best_and_latest_checkpoints(normal_run):
     assert Path(result["final_checkpoint"]).name in kept
     assert Path(result["best"]["checkpoint"]).name in kept
     # One writer: only the chief's checkpoints, nothing of the other worker's.
-    expected = {"best_model.keras", "checkpoint_manager_snapshot.json", "result.json", "tensorboard",
+    expected = {"best_model.keras", "saved_model", "checkpoint_manager_snapshot.json", "result.json", "tensorboard",
                 "workers.json", *kept}
     assert {p.name for p in run_dir.iterdir() if not p.name.startswith(".")} == expected  # .*: Ray's markers
     for name in kept:

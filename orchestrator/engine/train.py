@@ -23,10 +23,11 @@ from typing import Optional
 
 from orchestrator import integrity, ownership, storage_errors
 from orchestrator.errors import UserError
+from orchestrator.engine import tracking
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
 from orchestrator.checkpoint_files import STATE
 from orchestrator.engine.roster import ROSTER_FILE
-from orchestrator.results import read_json, write_json_atomic
+from orchestrator.results import FORMAT_VERSION, read_json, write_json_atomic
 from orchestrator.contract import TASK_ERROR_FILE, Trial, WorkerConfig
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tasks import Resolved, TaskRef, resolve
@@ -327,16 +328,20 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     name = spec.name
     if resume:
         check_resumable(run_dir)
+    mlflow_server = tracking.check(spec.mlflow)  # before Ray: a dead server fails fast
     connect(address)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
+    # Once the cluster is known to hold the run (no MLflow run left RUNNING by a refusal), before it trains.
+    tracker = tracking.start_for(mlflow_server, spec, "train", name, run_dir)
     data_ref = ray.put(arrays) if arrays is not None else None
     del arrays  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR
     started = time.time()
     trainer = make_trainer(spec, task.ref, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))
-    result = fit_or_explain(trainer, spec, f"run {name!r}")
+    with tracking.ended_on_error(tracker):
+        result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
 
     final_checkpoint = result.checkpoint
@@ -347,10 +352,12 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     with final_checkpoint.as_directory() as directory:
         state = read_json(Path(directory) / STATE)
     history = state["history"]
-    evaluation = evaluate_checkpoints(spec, task.ref, final_checkpoint, best_checkpoint, data_ref,
-                                      str(run_dir / EXPORT_FILE))
+    with tracking.ended_on_error(tracker):
+        evaluation = evaluate_checkpoints(spec, task.ref, final_checkpoint, best_checkpoint, data_ref,
+                                          str(run_dir / EXPORT_FILE))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
+        "format_version": FORMAT_VERSION,
         "name": name,
         "status": "finished",
         "spec": spec.model_dump(),
@@ -369,7 +376,10 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
         "wall_seconds": wall,
         "samples_per_second": (data_info["train"] * len(history) / trained_seconds)
         if trained_seconds and "train" in data_info else None,
+        "mlflow": tracker.describe() if tracker else None,
     }
     write_json_atomic(run_dir / RESULT_FILE, out)
+    if tracker:  # after the run's own files: tracking can never lose them
+        tracker.log_run_result(out, run_dir / RESULT_FILE)
     out["result_file"] = str(run_dir / RESULT_FILE)
     return out

@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 from ray.tune.stopper import Stopper
 
+from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect
 from orchestrator import integrity
@@ -36,7 +37,7 @@ from orchestrator.contract import Trial
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
                                        load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
-from orchestrator.results import read_json, write_atomic, write_csv_atomic, write_json_atomic
+from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_space import Search
 from orchestrator.tasks import TaskRef
 
@@ -90,7 +91,7 @@ def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
 
 
 def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
-           stopper=None):
+           stopper=None, callbacks: Optional[list] = None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -131,6 +132,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                     scheduler=scheduler, search_alg=algorithm,
                                     max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
+                                  callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
     )
 
@@ -316,7 +318,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str) -> Path:
 
 
 def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_ref, wall: float,
-              evaluate_best: bool = True) -> dict:
+              evaluate_best: bool = True, mlflow: Optional[dict] = None) -> dict:
     from orchestrator.engine.stop_at import recorded_hit
 
     metric, mode = search.search.metric, search.search.mode
@@ -327,11 +329,12 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
     scored = [r for r in rows if r.get(f"best_{metric}") is not None and r.get("best_checkpoint")]
     best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"]) if scored else None
     summary: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,
         "algorithm": search.search.algorithm, "trials": len(rows), "wall_seconds": wall,
         "stop_at": ({"targets": search.search.stop_at, "reached": hit} if search.search.stop_at else None),
         "tensorboard_dir": str(run_dir / TENSORBOARD_DIR),
-        "best_trial": None, "evaluation": None, "results": rows,
+        "best_trial": None, "evaluation": None, "results": rows, "mlflow": mlflow,
     }
     if best is not None:
         summary["best_trial"] = {k: best[k] for k in ("trial_id", "label", "config", "best_epoch",
@@ -344,6 +347,13 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
             summary["evaluation"] = evaluate_checkpoints(
                 trial_spec, task, Checkpoint(best["final_checkpoint"]),
                 Checkpoint(best["best_checkpoint"]), data_ref, str(run_dir / EXPORT_FILE))
+            if search.search.export_top:
+                from orchestrator.engine.top_models import export_top
+
+                configs = {trial_row_id(r): r.config for r in result_grid}
+                summary["top_models"] = export_top(rows, search.search.export_top, metric, mode, run_dir,
+                                                   lambda trial_id: search.trial_spec(configs[trial_id]),
+                                                   task, data_ref)
         summary["best_schedule"] = write_best_schedule(best, search, result_grid, run_dir)
     summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
@@ -412,10 +422,14 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     name = run_dir.name
     if resume:
         check_search_resumable(run_dir)
+    mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
     connect(address)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")
+    # Once the cluster is known to hold a trial (no MLflow run left RUNNING by a refusal), before any trains.
+    tracker = tracking.start_for(mlflow_server, search.base, "search", name, run_dir, params={
+        **tracking.spec_params(search.base), **tracking.flatten(search.search.model_dump(), "search.")})
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
     data_ref = ray.put(arrays) if arrays is not None else None
     del arrays
@@ -438,14 +452,26 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True,
                                    param_space=search.param_space())
     elif resume:
+        if tracker:
+            tracker.safely("ending the MLflow run", lambda: tracker.finish("FAILED"))
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
-        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, stopper)
-    with ctrl_c_after_graceful_stop():
-        result_grid = tuner.fit()
-    for result in result_grid:  # a task that cannot train stops the search at its first trial
-        raise_task_error(result.metrics)
-    return summarize(result_grid, search, task, run_dir, data_ref, time.time() - started)
+        callbacks = None
+        if tracker:  # live per-epoch tracking of each trial (a resumed search is logged from its summary)
+            from orchestrator.engine.mlflow_tune import callback_for
+            callbacks = [callback_for(tracker, search)]
+        tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, stopper,
+                       callbacks)
+    with tracking.ended_on_error(tracker):
+        with ctrl_c_after_graceful_stop():
+            result_grid = tuner.fit()
+        for result in result_grid:  # a task that cannot train stops the search at its first trial
+            raise_task_error(result.metrics)
+        summary = summarize(result_grid, search, task, run_dir, data_ref, time.time() - started,
+                            mlflow=tracker.describe() if tracker else None)
+    if tracker:  # after the search's own files: tracking can never lose them
+        tracker.log_search_summary(summary, run_dir / SUMMARY_JSON)
+    return summary
 
 
 class StopOnTaskError(Stopper):

@@ -4,7 +4,7 @@ Runs in one Ray task (no strategy): the test split is scored with the final
 weights, then the best checkpoint is reloaded with ``load_weights`` and scored
 again, and the best model is saved as a ``.keras`` file that plain
 ``tf.keras.models.load_model`` opens without this project (unless the task's
-model has custom layers).
+model has custom layers), and as a SavedModel for TF Serving.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tasks import TaskRef, load
 from orchestrator.worker.datasets import test_dataset
+from orchestrator.worker.export import export_saved_model, serving_dir
 from orchestrator.worker.model import build_compiled_model
 
 EVAL_BATCH = 1024
@@ -41,7 +42,8 @@ def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str,
         final_dir: the latest checkpoint's directory (final weights).
         best_dir: the best checkpoint's directory.
         arrays: the task's Arrays from the object store (None for an input-function task).
-        export_path: where to save the best model (``.keras``); None to skip.
+        export_path: where to save the best model (``.keras``; its SavedModel for serving goes
+            beside it, see ``worker/export.py``); None to skip.
     """
     task = load(task_ref)
     params = task.parse_params(spec.task.params, spec.task.name)
@@ -59,6 +61,7 @@ def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str,
         # A model file is several writes: save under a temporary name, then rename.
         write_atomic(export_path, lambda tmp: _save(model, tmp))
         out["exported_model"] = str(export_path)
+        out["saved_model"] = str(export_saved_model(model, serving_dir(export_path)))
     return out
 
 
