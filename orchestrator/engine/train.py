@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from orchestrator import console
 from orchestrator.errors import UserError
-from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
+from orchestrator.engine.runtime import (WorkerShape, check_fits, connect, dashboard_url,
+                                         worker_runtime_env)
 from orchestrator.checkpoint_files import STATE, TRAIN_STATE, WEIGHTS
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import read_json, write_json_atomic
@@ -136,7 +138,8 @@ def make_trainer(spec: ExperimentSpec, data_ref, *, storage_path: str, name: str
                 num_to_keep=spec.checkpoint.keep_best,
                 checkpoint_score_attribute=spec.checkpoint.monitor,
                 checkpoint_score_order=spec.checkpoint.mode),
-            worker_runtime_env=worker_runtime_env(),
+            worker_runtime_env=worker_runtime_env(spec.verbose),
+            logging_config=console.train_logging_config(spec.verbose),
             callbacks=[WorkerRoster(str(Path(storage_path) / name / ROSTER_FILE)), *(callbacks or [])]),
     )
 
@@ -212,7 +215,7 @@ def evaluate_checkpoints(spec: ExperimentSpec, final_checkpoint, best_checkpoint
     """Run the before/after test evaluation (and export) in one Ray task with TensorFlow."""
     import ray
 
-    @ray.remote(num_cpus=1, runtime_env=worker_runtime_env())
+    @ray.remote(num_cpus=1, runtime_env=worker_runtime_env(spec.verbose))
     def evaluate(spec_dict, final_ckpt, best_ckpt, splits, export):
         from orchestrator.worker.evaluate import evaluate_and_export
 
@@ -232,7 +235,7 @@ def load_data(spec: ExperimentSpec):
 
 
 def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool = False,
-                 address: Optional[str] = None) -> dict:
+                 address: Optional[str] = None, tensorboard_url: Optional[str] = None) -> dict:
     """Train one run as ``spec`` says; returns what ``result.json`` holds.
 
     Input is checked before Ray starts (run name, storage, data, a resumable
@@ -247,12 +250,14 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     if resume:
         check_resumable(run_dir)
     splits, data_info = load_data(spec)
-    connect(address)
+    connect(address, spec.verbose)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
     data_ref = ray.put(splits)
     del splits  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR
+    print(console.where_to_look("run", name, run_dir, dashboard_url(), tensorboard_dir, tensorboard_url),
+          flush=True)
     started = time.time()
     trainer = make_trainer(spec, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))

@@ -1,0 +1,108 @@
+"""What a user sees in the terminal: ``orchestrator train``'s output, captured as printed.
+
+Quiet by default (one line per epoch, Keras's checkpoint and EarlyStopping
+messages, warnings, the summary), Ray's and TensorFlow's logs with --verbose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# "(RayTrainWorker pid=123) " in front of every line a Ray process printed.
+RAY_PREFIX = re.compile(r"^\((\w+)(?: pid=\d+)?(?:, ip=[\d.]+)?\) ?")
+NOISE = {
+    "Ray Train's per-report line": re.compile(r"Reporting training result"),
+    "Ray Train's checkpoint line": re.compile(r"Checkpoint successfully created"),
+    "TensorFlow's checkpoint sharding line": re.compile(r"Sharding callback duration"),
+    "a TensorFlow C++ log line": re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.]+:\d+\]"),
+    "absl's pre-init notice": re.compile(r"absl::InitializeLog"),
+    "the CUDA probe on a CPU machine": re.compile(r"cuInit|cudart_stub|Could not find cuda drivers"),
+    "TensorFlow's strategy set-up": re.compile(r"Collective all_reduce|MultiWorkerMirroredStrategy with cluster_spec"),
+}
+EPOCHS = 3
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> str:
+    """stdout and stderr of one command, interleaved as a terminal shows them, colours removed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    out = ANSI.sub("", done.stdout)
+    assert done.returncode == 0, out[-5000:]
+    return out
+
+
+def write_config(tmp_path: Path, mnist_path: Path, epochs: int) -> Path:
+    config = {
+        "training": {"epochs": epochs},
+        "lr_schedule": {"name": "constant"},
+        "scaling": {"workers": 2},
+        "data": {"path": str(mnist_path), "train_examples": 3000, "validation_examples": 1000,
+                 "test_examples": 1000},
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def worker_text(line: str) -> str:
+    return RAY_PREFIX.sub("", line)
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tmp_path_factory, mnist_path):
+    tmp_path = tmp_path_factory.mktemp("quiet")
+    config = write_config(tmp_path, mnist_path, EPOCHS)
+    out = run_cli(["train", "--config", str(config), "--storage", str(tmp_path / "results"),
+                   "--name", "quiet"], cwd=tmp_path)
+    return tmp_path / "results" / "quiet", out
+
+
+def test_train_prints_one_line_per_epoch_and_no_noise(quiet_run):
+    run_dir, out = quiet_run
+    lines = out.splitlines()
+    for what, pattern in NOISE.items():
+        found = [line for line in lines if pattern.search(worker_text(line))]
+        assert not found, f"{what} in the output: {found[:3]}\n{out[-4000:]}"
+    assert not [line for line in lines if not worker_text(line).strip()], "empty lines in the output\n" + out
+
+    for epoch in range(1, EPOCHS + 1):
+        epoch_lines = [line for line in lines if worker_text(line).startswith(f"Epoch {epoch}/{EPOCHS} - ")]
+        assert len(epoch_lines) == 1, f"epoch {epoch}: {epoch_lines}\n{out}"
+        assert re.search(r" - \d+s - loss: [\d.]+ - accuracy: [\d.]+ - val_loss: [\d.]+ - val_accuracy: "
+                         r"[\d.]+ - learning_rate: [\d.e-]+$", epoch_lines[0]), epoch_lines[0]
+        # Keras's own ModelCheckpoint message (from the chief only) may follow; nothing else about it.
+        about = [line for line in lines if re.match(rf"Epoch {epoch}\b", worker_text(line))]
+        assert len(about) <= 2, about
+
+    # Where to look comes first; the summary last.
+    first = [line for line in lines if not re.search(r"WARNING|INFO", line)][:3]
+    assert first[0] == f"run quiet: {run_dir}", first
+    assert re.match(r"  ray dashboard: http://127\.0\.0\.1:\d+$", first[1]), first
+    assert first[2] == f"  tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}", first
+    assert f"run quiet: {EPOCHS} epoch(s), stopped by max_epochs" in out
+
+    # Everything else is a warning or an error (of Ray, under load), shown as it comes.
+    known = re.compile(r"^(run quiet|  \w[\w ]*:|Epoch \d+)")
+    rest = [worker_text(line) for line in lines if not known.match(worker_text(line))]
+    for line in rest:
+        assert re.search(r"WARNING|ERROR|Error|error|Traceback|^\s+|^\^|core_worker\.cc.*PreemptionWatcher|"
+                         r"Failed to|safe to ignore", line), f"unexpected line {line!r}\n{out}"
+
+
+def test_verbose_brings_back_rays_and_tensorflows_logs(tmp_path, mnist_path):
+    config = write_config(tmp_path, mnist_path, 1)
+    out = run_cli(["train", "--config", str(config), "--storage", str(tmp_path / "results"),
+                   "--name", "loud", "--verbose"], cwd=tmp_path)
+    assert "Reporting training result 1" in out, out[-4000:]
+    assert "Checkpoint successfully created" in out, out[-4000:]
+    assert re.search(r"\d+/\d+ - \d+s - loss: ", out), "Keras's own verbose=2 line, e.g. 24/24 - 1s - loss: ..."
+
