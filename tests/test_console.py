@@ -106,3 +106,53 @@ def test_verbose_brings_back_rays_and_tensorflows_logs(tmp_path, mnist_path):
     assert "Checkpoint successfully created" in out, out[-4000:]
     assert re.search(r"\d+/\d+ - \d+s - loss: ", out), "Keras's own verbose=2 line, e.g. 24/24 - 1s - loss: ..."
 
+
+def _cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_list_and_show_a_finished_and_an_interrupted_run_from_their_files(quiet_run, tmp_path):
+    import json
+    import shutil
+
+    run_dir, _ = quiet_run
+    storage = run_dir.parent
+    # What an interrupted run leaves: its checkpoints, no result.json.
+    shutil.copytree(run_dir, storage / "cut", ignore=shutil.ignore_patterns("result.json", "best_model.keras"))
+    result = json.loads((run_dir / "result.json").read_text())
+
+    listed = _cli("list", "--storage", str(storage), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:] if line.strip()}
+    assert rows["quiet"][1:3] == ["run", "finished"] and rows["quiet"][5] == str(EPOCHS), listed.stdout
+    assert float(rows["quiet"][6]) == pytest.approx(result["best"]["val_loss"], abs=1e-4)
+    assert rows["cut"][1:3] == ["run", "interrupted"] and rows["cut"][5] == str(EPOCHS), listed.stdout
+
+    shown = _cli("show", "quiet", "--storage", str(storage), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"run quiet (finished): {EPOCHS} epoch(s), stopped by max_epochs" in shown.stdout
+    for h in result["history"]:
+        assert re.search(rf"^\s*{h['epoch']}( \*)?\s+{h['loss']:.4f}\s+{h['accuracy']:.4f}\s+{h['val_loss']:.4f}",
+                         shown.stdout, re.M), shown.stdout
+    cut = _cli("show", "cut", "--storage", str(storage), cwd=tmp_path)
+    assert cut.returncode == 0 and "run cut (interrupted)" in cut.stdout and "--resume" in cut.stdout, cut.stdout
+
+
+@pytest.mark.parametrize("command", ["show", "tensorboard"])
+def test_an_unknown_name_is_refused_in_one_line(command, tmp_path):
+    (tmp_path / "results").mkdir()
+    done = _cli(command, "nope", "--storage", str(tmp_path / "results"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no run or search named 'nope'"), done.stderr
+
+
+def test_list_and_show_start_no_ray_and_import_no_tensorflow(quiet_run):
+    run_dir, _ = quiet_run
+    code = (f"import sys; from click.testing import CliRunner; from orchestrator.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['show', 'quiet', '--storage', {str(run_dir.parent)!r}]); "
+            f"r2 = CliRunner().invoke(cli, ['list', '--storage', {str(run_dir.parent)!r}]); "
+            f"print(r.exit_code, r2.exit_code, sorted(m for m in ('ray', 'tensorflow', 'tf_keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0 0 []", out.stdout + out.stderr
