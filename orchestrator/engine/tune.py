@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.engine.hparams import write_experiment_summary
-from orchestrator.engine.runtime import WorkerShape, check_fits, connect
+from orchestrator import console
+from orchestrator.engine.search_table import SearchTable
+from orchestrator.engine.runtime import WorkerShape, check_fits, connect, dashboard_url
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, evaluate_checkpoints, load_data,
                                        make_trainer, prepare_run_dir)
 from orchestrator.errors import UserError
@@ -108,7 +110,10 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                     scheduler=scheduler, search_alg=algorithm,
                                     max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                                  failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
+                                  failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
+                                  verbose=console.tune_verbosity(search.base.verbose),
+                                  callbacks=[] if search.base.verbose else
+                                  [SearchTable(search, samples, max_concurrent or 1)]),
     )
 
 
@@ -261,7 +266,8 @@ def trial_row_id(result) -> str:
 
 def run_search(search: Search, *, name: str, storage: str, samples: Optional[int] = None,
                max_concurrent: Optional[int] = None, resume: bool = False,
-               overwrite: bool = False, address: Optional[str] = None) -> dict:
+               overwrite: bool = False, address: Optional[str] = None,
+               tensorboard_url: Optional[str] = None) -> dict:
     """Run (or resume) a search; returns what ``summary.json`` holds.
 
     Input is checked before Ray starts; then Ray is joined or started, and one
@@ -273,7 +279,9 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
     splits, _ = load_data(search.base)
-    connect(address)
+    connect(address, search.base.verbose)
+    print(console.where_to_look("search", name, run_dir, dashboard_url(), run_dir / TENSORBOARD_DIR,
+                                tensorboard_url), flush=True)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")
