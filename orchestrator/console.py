@@ -60,6 +60,11 @@ def worker_env_vars(verbose: bool) -> dict[str, str]:
 def set_driver_verbosity(verbose: bool) -> None:
     """This process (and a local Ray started from it, which inherits its env) follows ``verbose``."""
     os.environ.update(worker_env_vars(verbose))
+    if not verbose:
+        # Tune 2.60's default output prints its experiment box, "View detailed results
+        # here" and a TensorBoard command for its own driver artifacts even at verbose=0;
+        # its older output path prints nothing at verbose=0. The search table replaces both.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def ray_init_logging_level(verbose: bool) -> int:

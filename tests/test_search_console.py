@@ -58,16 +58,32 @@ def test_a_search_off_a_terminal_prints_a_line_per_finished_trial_and_a_final_ta
     finished = re.findall(r"^trial (\S+) finished: (.+?), best val_loss", out, re.M)
     assert sorted(t for t, _ in finished) == ids, out
     reasons = dict(finished)
+    # Each line says what summary.json records for that trial.
+    in_words = {"early_stopping (patience) at epoch": "EarlyStopping at epoch", "asha at epoch": "ASHA at epoch",
+                "max_epochs": "max epochs"}
+    for row in summary["results"]:
+        recorded = row["stop_reason"]
+        for file_words, console_words in in_words.items():
+            recorded = recorded.replace(file_words, console_words)
+        assert reasons[row["trial_id"]] == recorded, (reasons, row["stop_reason"])
     by_lr = {r["config"]["optimizer.learning_rate"]: r["trial_id"] for r in summary["results"]}
     assert reasons[by_lr[60.0]].startswith("ASHA at epoch"), reasons
-    assert reasons[by_lr[0.002]] == "EarlyStopping at epoch 3", reasons
+    counts = {"early-stopped": sum(r.startswith("EarlyStopping") for r in reasons.values()),
+              "ASHA-stopped": sum(r.startswith("ASHA") for r in reasons.values()),
+              "max epochs": sum(r.startswith("max epochs") for r in reasons.values())}
+    assert counts["early-stopped"] >= 1, reasons
+    final_status = [line for line in out.splitlines() if line.startswith("running ")][-1]
+    assert final_status.startswith(f"running 0 · early-stopped {counts['early-stopped']} · ASHA-stopped "
+                                   f"{counts['ASHA-stopped']} · max epochs {counts['max epochs']} · errored 0 · "
+                                   "pending 0 · "), final_status
     # The final table: one row per trial with its stop reason.
     table_rows = {t: line for line in out.splitlines() for t in ids if line.startswith(t + " ")}
     assert set(table_rows) == set(ids), out
     for trial_id, reason in reasons.items():
         assert reason in table_rows[trial_id], table_rows[trial_id]
     # Not interleaved: no worker's epoch lines, no Tune status blocks, no Train report lines.
-    assert not re.search(r"Epoch \d+/\d+|Trial status|== Status ==|Reporting training result", out + done.stderr), out
+    assert not re.search(r"Epoch \d+/\d+|Trial status|== Status ==|Reporting training result|"
+                         r"Configuration for experiment|View detailed results", out + done.stderr), out
 
 
 def test_list_and_show_read_the_search_back(search):

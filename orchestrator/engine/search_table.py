@@ -146,7 +146,8 @@ class SearchTable(Callback):
 
     def counts(self, trials) -> dict[str, int]:
         reasons = list(self.ended.values())
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        # A trial being completed may still say RUNNING while Tune calls its callbacks.
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.ended)
         return {
             "running": running,
             "early-stopped": sum(r.startswith("EarlyStopping") for r in reasons),

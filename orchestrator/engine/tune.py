@@ -108,13 +108,25 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         param_space=search.param_space(),
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
                                     scheduler=scheduler, search_alg=algorithm,
-                                    max_concurrent_trials=max_concurrent),
+                                    # BasicVariantGenerator limits itself (above); Tune would
+                                    # ignore this for it, with a warning on every search.
+                                    max_concurrent_trials=None if s.algorithm == "random" else max_concurrent),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
                                   callbacks=[] if search.base.verbose else
-                                  [SearchTable(search, samples, max_concurrent or 1)]),
+                                  [SearchTable(search, trial_count(search.param_space(), samples),
+                                               max_concurrent or 1)]),
     )
+
+
+def trial_count(param_space: dict, samples: int) -> int:
+    """How many trials Tune will run: ``samples`` draws of every grid combination."""
+    count = samples
+    for value in param_space.values():
+        if isinstance(value, dict):
+            count *= len(value["grid_search"]) if "grid_search" in value else trial_count(value, 1)
+    return count
 
 
 # ----------------------------------------------------------------- summary
