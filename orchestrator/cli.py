@@ -308,8 +308,8 @@ def format_train_summary(result: dict) -> str:
         f"{result['wall_seconds']:.1f} s, {result['samples_per_second'] or 0:.0f} samples/s",
         f"  test accuracy: final weights {ev['final_weights']['accuracy']:.4f}, "
         f"best checkpoint reloaded {ev['best_checkpoint_reloaded']['accuracy']:.4f}",
-        f"  results:     {run_dir}/ (result.json, {Path(ev.get('exported_model') or 'best_model.keras').name})",
-        f"  tensorboard: tensorboard --logdir {result['tensorboard_dir']}",
+        # TensorBoard's command is in the run's first lines; `orchestrator show NAME` repeats it.
+        f"  results: {run_dir}/ (result.json, {Path(ev.get('exported_model') or 'best_model.keras').name})",
     ]
     return "\n".join(lines)
 

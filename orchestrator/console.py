@@ -46,6 +46,7 @@ TF_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 _ABSL_BANNER = "All log messages before absl::InitializeLog() is called are written to STDERR"
 _ABSL_INFO = re.compile(r"^I\d{4} ")
 _NO_GPU_PROBE = ("failed call to cuInit", "Could not find cuda drivers")
+_NOT_IMPROVED = re.compile(r"^Epoch \d+: \S+ did not improve from ")
 
 
 def is_verbose() -> bool:
@@ -157,10 +158,13 @@ def _quiet_python_loggers() -> None:
 
 
 def _no_blank_keras_lines() -> None:
-    """Keras's checkpoint and EarlyStopping messages without their leading newline.
+    """Keras's checkpoint and EarlyStopping messages without their leading newline, and no "did not improve".
 
     Keras starts them with one to end a progress bar's line; with one line per
     epoch there is none, and each would show as an empty worker line.
+    ModelCheckpoint's "val_loss did not improve from ..." says that no
+    checkpoint was written, which the epoch line's val_loss already shows; its
+    "improved ..., saving model" lines stay.
     """
     from tf_keras.src.utils import io_utils
 
@@ -169,7 +173,9 @@ def _no_blank_keras_lines() -> None:
     original = io_utils.print_msg
 
     def print_msg(message, line_break=True):
-        original(str(message).lstrip("\n"), line_break)
+        message = str(message).lstrip("\n")
+        if not _NOT_IMPROVED.match(message):
+            original(message, line_break)
 
     print_msg._orchestrator = True
     io_utils.print_msg = print_msg

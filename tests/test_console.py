@@ -89,7 +89,12 @@ def test_train_prints_one_line_per_epoch_and_no_noise(quiet_run):
     assert re.match(r"  ray dashboard: http://127\.0\.0\.1:\d+$", first[1]), first
     assert first[2] == f"  tensorboard:   tensorboard --logdir {run_dir / 'tensorboard'}", first
     assert f"run quiet: {EPOCHS} epoch(s), stopped by max_epochs" in out
+    summary = lines[lines.index(next(l for l in lines if l.startswith(f"run quiet: {EPOCHS} epoch(s)"))):]
+    assert summary[1].startswith("  test accuracy: final weights ") and \
+        summary[2] == f"  results: {run_dir}/ (result.json, best_model.keras)", summary
 
+    # Keras's "did not improve" lines are dropped: a line about an epoch's checkpoint means one was saved.
+    assert not [line for line in lines if "did not improve" in line], out
     # Everything else is a warning or an error (of Ray, under load), shown as it comes.
     known = re.compile(r"^(run quiet|  \w[\w ]*:|Epoch \d+)")
     rest = [worker_text(line) for line in lines if not known.match(worker_text(line))]
