@@ -93,10 +93,10 @@ def _user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _common_options(fn: Callable) -> Callable:
+def _common_options(fn: Callable, config_help: str = "YAML experiment spec (e.g. jobs/configs/train_mnist.yaml); "
+                                                     "flags override it.") -> Callable:
     options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="YAML experiment spec (e.g. jobs/configs/train_mnist.yaml); flags override it."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help=config_help),
         click.option("--gpus-per-worker", type=int, help="GPUs per worker; a worker mirrors over all of them."),
         click.option("--cpus-per-worker", type=float, help="CPUs per worker (default 1)."),
         click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner)."),
@@ -120,10 +120,28 @@ def _common_options(fn: Callable) -> Callable:
                                           "config section: MLFLOW_TRACKING_URI). Needs pip install mlflow."),
         click.option("--mlflow-optional", is_flag=True,
                      help="An unreachable MLflow server is a warning (train untracked), not an error."),
+        click.option("--tensorboard", is_flag=True, default=None,
+                     help="Serve TensorBoard live on 127.0.0.1 while it runs (config: `tensorboard: {serve: true}`)."),
+        click.option("--tensorboard-port", type=int,
+                     help="Port of that server (default: 6006 if free, else any free port)."),
+        click.option("-v", "--verbose", is_flag=True, default=None,
+                     help="Show Ray's and TensorFlow's own logs (default: one line per epoch, "
+                          "warnings and errors; config: `verbose: true`)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _tensorboard(spec, name: str):
+    """A live TensorBoard over the run's central root while the block runs, if ``tensorboard.serve``."""
+    from pathlib import Path
+
+    from orchestrator.engine.train import TENSORBOARD_DIR
+    from orchestrator.tensorboard_server import maybe_serve
+
+    logdir = Path(spec.storage).expanduser().resolve() / name / TENSORBOARD_DIR
+    return maybe_serve(spec.tensorboard.serve, logdir, spec.tensorboard.port)
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -132,7 +150,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "epochs": "training.epochs", "batch_size": "training.batch_size_per_worker",
         "task_name": "task.name", "data_path": "task.path", "storage": "storage", "name": "name",
         "seed": "seed", "workers": "scaling.workers", "mlflow_uri": "mlflow.tracking_uri",
-        "mlflow_optional": "mlflow.optional",
+        "mlflow_optional": "mlflow.optional", "verbose": "verbose",
+        "tensorboard": "tensorboard.serve", "tensorboard_port": "tensorboard.port",
     }
     # An unset flag (None, or False for --mlflow-optional) must not create an `mlflow:` section.
     out = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None and v is not False}
@@ -157,16 +176,30 @@ def _scalar(text: str) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-ray-orchestrator")
 def cli() -> None:
-    """Distributed Keras (tf-keras, MultiWorkerMirroredStrategy) training and search on Ray."""
+    """Distributed Keras (tf-keras, MultiWorkerMirroredStrategy) training and search on Ray.
+
+    \b
+    Examples:
+      orchestrator train --workers 2 --epochs 20
+      orchestrator tune --config jobs/configs/tune_mnist.yaml --name my-search
+      orchestrator list
+    """
 
 
-@cli.command()
+@cli.command(short_help="Train the MNIST MLP on Ray Train workers.")
 @_common_options
 @click.option("--workers", type=int, help="Training workers (Ray Train processes), default 2.")
 @_user_errors
 def train(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
           **flags: Any) -> None:
-    """Train a task (default: the tutorial's MNIST MLP) on Ray Train workers; writes <storage>/<name>/result.json."""
+    """Train a task (default: the tutorial's MNIST MLP) on Ray Train workers; writes <storage>/<name>/result.json.
+
+    \b
+    Examples:
+      orchestrator train --workers 2 --epochs 20
+      orchestrator train --task my_task.py:task --task-param units=256 --name run1 --tensorboard
+      orchestrator train --name run1 --resume          # after Ctrl-C or a crash
+    """
     from orchestrator.spec import load_spec
 
     spec = load_spec(config_path, _overrides(**flags))
@@ -175,12 +208,14 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
     click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
-    result = run_training(spec, resume=resume, overwrite=overwrite, address=address)
+    with _tensorboard(spec, spec.name) as url:
+        result = run_training(spec, resume=resume, overwrite=overwrite, address=address, tensorboard_url=url)
     click.echo(format_train_summary(result))
 
 
-@cli.command()
-@_common_options
+@cli.command(short_help="Search hyperparameters with Ray Tune (ASHA, EarlyStopping).")
+@functools.partial(_common_options, config_help="Required: a tune config, i.e. an experiment spec with a "
+                   "`search:` section (e.g. jobs/configs/tune_mnist.yaml); flags override it.")
 @click.option("--samples", type=int, help="Number of trials (default: search.samples).")
 @click.option("--workers-per-trial", type=int, help="Training workers per trial.")
 @click.option("--max-concurrent", type=int, help="Trials at once (default: as many as the cluster holds).")
@@ -198,6 +233,12 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
 
     With --algorithm pbt, a population trains side by side and the winner's LR of
     every epoch is written as best_schedule.yaml, a config for `orchestrator train`.
+
+    \b
+    Examples:
+      orchestrator tune --config jobs/configs/tune_mnist.yaml --name my-search
+      orchestrator tune --config jobs/configs/tune_mnist.yaml --samples 16 --workers-per-trial 2
+      orchestrator tune --config jobs/configs/pbt_mnist.yaml --name pbt1 --stop-at val_accuracy=0.98
     """
     from orchestrator.search_space import load_search
     from orchestrator.spec import read_yaml, set_path
@@ -220,10 +261,11 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
     click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
-    summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
-                         max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
-                         address=address)
-    click.echo(format_tune_summary(summary))
+    with _tensorboard(search.base, name) as url:
+        summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
+                             max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
+                             address=address, tensorboard_url=url)
+    click.echo(format_tune_summary(summary, with_trials=search.base.verbose))
 
 
 def _parse_stop_at(pairs: tuple) -> Optional[dict]:
@@ -240,12 +282,91 @@ def _parse_stop_at(pairs: tuple) -> Optional[dict]:
         if not sep:
             raise UserError(f"--stop-at {pair!r}: give METRIC=VALUE, e.g. --stop-at val_accuracy=0.98")
     return out
+def _console():
+    """rich's console on stdout; when not a terminal, wide enough that table rows stay one line each."""
+    import shutil
+
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(width=None if tty else max(160, shutil.get_terminal_size().columns), highlight=False,
+                   soft_wrap=not tty)
 
 
-def format_tune_summary(summary: dict) -> str:
+@cli.command("list", short_help="List past runs and searches (reads files only).")
+@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@_user_errors
+def list_command(storage: str) -> None:
+    """List past runs and searches: status, date, best val_loss, accuracy (reads files only).
+
+    \b
+    Examples:
+      orchestrator list
+      orchestrator list --storage /mnt/efs/orchestrator
+    """
+    from orchestrator.runs import list_runs, list_table
+
+    runs = list_runs(storage)
+    if not runs:
+        click.echo(f"no runs or searches under {storage}")
+        return
+    _console().print(list_table(runs))
+
+
+@cli.command(short_help="Show a run's epochs or a search's trials.")
+@click.argument("name")
+@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@_user_errors
+def show(name: str, storage: str) -> None:
+    """Show one run's epochs or one search's trials, from its files (no Ray, no TensorFlow).
+
+    \b
+    Examples:
+      orchestrator show train-20261127-101500
+      orchestrator show my-search --storage /mnt/efs/orchestrator
+    """
+    from orchestrator.runs import find_run, show_renderables
+
+    console = _console()
+    for renderable in show_renderables(find_run(storage, name)):
+        console.print(renderable)
+
+
+@cli.command("tensorboard", short_help="Serve a run's or search's TensorBoard until Ctrl-C.")
+@click.argument("name")
+@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--port", type=int, help="Port (default: 6006 if free, else any free port).")
+def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
+    """Serve a run's or search's TensorBoard on 127.0.0.1 until Ctrl-C.
+
+    \b
+    Examples:
+      orchestrator tensorboard my-search
+      orchestrator tensorboard run1 --storage /mnt/efs/orchestrator --port 6007
+    """
+    from orchestrator.engine.train import TENSORBOARD_DIR
+    from orchestrator.runs import find_run
+    from orchestrator.tensorboard_server import serve
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the server on `kill` too
+    try:
+        info = find_run(storage, name)
+        with serve(info.path / TENSORBOARD_DIR, port) as url:
+            click.echo(f"tensorboard: {url} (serving {info.path / TENSORBOARD_DIR}; Ctrl-C to stop)")
+            while True:
+                signal.pause()
+    except UserError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("tensorboard stopped")
+
+
+def format_tune_summary(summary: dict, with_trials: bool = True) -> str:
+    """The end of a search; ``with_trials`` False where the live table has just listed them."""
     metric = summary["metric"]
-    lines = ["", f"search {summary['name']}: {summary['trials']} trial(s) in {summary['wall_seconds']:.0f} s"]
-    for row in summary["results"]:
+    lines = [f"search {summary['name']}: {summary['trials']} trial(s) in {summary['wall_seconds']:.0f} s"]
+    for row in summary["results"] if with_trials else []:
         value = row.get(f"best_{metric}")
         shown = f"{value:.4f}" if value is not None else "-"
         lines.append(f"  {row['trial_id']:<14} {metric} {shown:<8} epochs {row['epochs_run']:<3} "
@@ -280,17 +401,16 @@ def format_train_summary(result: dict) -> str:
     best = result["best"]
     ev = result["evaluation"]
     monitor = next(k for k in best if k not in ("epoch", "checkpoint"))
+    run_dir = Path(result["result_file"]).parent
     lines = [
-        "",
-        f"run {result['name']}: {result['epochs_run']} epoch(s), stopped by {result['stop_reason']}",
-        f"  best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}",
+        f"run {result['name']}: {result['epochs_run']} epoch(s), stopped by {result['stop_reason']}; "
+        f"best epoch {best['epoch']}: {monitor} {best[monitor]:.4f}; "
+        f"{result['wall_seconds']:.1f} s, {result['samples_per_second'] or 0:.0f} samples/s",
         f"  test accuracy: final weights {ev['final_weights']['accuracy']:.4f}, "
         f"best checkpoint reloaded {ev['best_checkpoint_reloaded']['accuracy']:.4f}",
-        f"  wall time {result['wall_seconds']:.1f} s, {result['samples_per_second'] or 0:.0f} samples/s",
-        f"  result:      {result['result_file']}",
-        f"  best model:  {ev.get('exported_model')}",
-        f"  serving:     {ev.get('saved_model')}",
-        f"  tensorboard: tensorboard --logdir {result['tensorboard_dir']}",
+        # TensorBoard's command is in the run's first lines; `orchestrator show NAME` repeats it.
+        f"  results: {run_dir}/ (result.json, {Path(ev.get('exported_model') or 'best_model.keras').name})",
+        f"  serving: {ev.get('saved_model')} (TF SavedModel)",
     ]
     return "\n".join(lines)
 

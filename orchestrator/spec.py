@@ -89,6 +89,9 @@ class CheckpointSpec(_Section):
 class TensorBoardSpec(_Section):
     histogram_freq: int = Field(1, ge=0, examples=[1])
     write_graph: bool = Field(True, examples=[True])
+    # A live TensorBoard server over the run's (or search's) central root while it runs.
+    serve: bool = Field(False, examples=[True])
+    port: Optional[int] = Field(None, ge=1, le=65535, examples=[6006])  # default: 6006 if free, else any
 
 
 class ScalingSpec(_Section):
@@ -135,6 +138,8 @@ class ExperimentSpec(_Section):
     name: Optional[str] = Field(None, examples=["mnist-mlp"])
     storage: str = Field("results", examples=["results"])
     seed: int = Field(42, ge=0, examples=[42])
+    # Ray's and TensorFlow's own logs on the console (default: one line per epoch, warnings, errors).
+    verbose: bool = Field(False, examples=[True])
     task: TaskSpec = TaskSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     training: TrainingSpec = TrainingSpec()

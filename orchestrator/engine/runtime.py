@@ -18,20 +18,23 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+from orchestrator import console
 from orchestrator.errors import UserError
 
 # Every process that may import TensorFlow needs tf-keras selected before the
-# import (Keras 3 fails under MultiWorkerMirroredStrategy in Ray Train).
-WORKER_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+# import (Keras 3 fails under MultiWorkerMirroredStrategy in Ray Train); what
+# the console shows is decided in orchestrator/console.py.
+WORKER_ENV_VARS = console.TF_ENV_VARS
 
 
-def worker_runtime_env() -> dict:
-    return {"env_vars": dict(WORKER_ENV_VARS)}
+def worker_runtime_env(verbose: Optional[bool] = None) -> dict:
+    """The runtime env of every process that may import TensorFlow; ``verbose`` None: this process's."""
+    return {"env_vars": console.worker_env_vars(console.is_verbose() if verbose is None else verbose)}
 
 
-def prepare_process_env() -> None:
+def prepare_process_env(verbose: Optional[bool] = None) -> None:
     """Set the worker env vars in this (driver) process too; a local Ray's processes inherit them."""
-    os.environ.update(WORKER_ENV_VARS)
+    console.set_driver_verbosity(console.is_verbose() if verbose is None else verbose)
     # Train V2 is the default in Ray 2.60; pin it so an inherited setting cannot flip APIs.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # A worker group that cannot be placed (e.g. after a node died) fails after this
@@ -45,9 +48,9 @@ def prepare_process_env() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
-def connect(address: Optional[str] = None) -> bool:
+def connect(address: Optional[str] = None, verbose: Optional[bool] = None) -> bool:
     """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray. True when this call started it."""
-    prepare_process_env()
+    prepare_process_env(verbose)
     import ray
 
     if ray.is_initialized():
@@ -60,7 +63,8 @@ def connect(address: Optional[str] = None) -> bool:
                       if threading.current_thread() is threading.main_thread() else None)
     try:
         if address:
-            ray.init(address=address, log_to_driver=True, runtime_env=_pinned_cluster_env(address))
+            ray.init(address=address, log_to_driver=True, runtime_env=_pinned_cluster_env(address),
+                     logging_level=console.ray_init_logging_level(console.is_verbose()))
             return False
         _start_local_ray()
         return True
@@ -69,6 +73,20 @@ def connect(address: Optional[str] = None) -> bool:
     finally:
         if callable(caller_sigterm):
             signal.signal(signal.SIGTERM, caller_sigterm)
+
+
+DEFAULT_DASHBOARD_PORT = 8265
+
+
+def dashboard_url() -> Optional[str]:
+    """The Ray dashboard of the cluster this process is connected to (``http://host:port``), if any."""
+    import ray
+
+    # `ray.init` gets it from here too (ray._private.worker.RayContext.dashboard_url).
+    url = ray._private.worker.get_dashboard_url() if ray.is_initialized() else None
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return url or None
 
 
 def _start_local_ray(attempts: int = 5) -> None:
@@ -86,12 +104,15 @@ def _start_local_ray(attempts: int = 5) -> None:
 
     for attempt in range(attempts):
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            try:  # Ray's usual dashboard port when it is free, so the URL is the familiar one
+                probe.bind(("127.0.0.1", DEFAULT_DASHBOARD_PORT if attempt == 0 else 0))
+            except OSError:
+                probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         try:
             # address="local": a new Ray, never one that `ray start` recorded in /tmp/ray.
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                     log_to_driver=True,
+                     log_to_driver=True, logging_level=console.ray_init_logging_level(console.is_verbose()),
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
             return
         except ValueError as exc:  # someone took the port between the probe and Ray's bind

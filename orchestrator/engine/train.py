@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator import integrity, ownership, storage_errors
+from orchestrator import console, integrity, ownership, storage_errors
 from orchestrator.errors import UserError
 from orchestrator.engine import tracking
-from orchestrator.engine.runtime import WorkerShape, check_fits, connect, worker_runtime_env
+from orchestrator.engine.runtime import (WorkerShape, check_fits, connect, dashboard_url,
+                                         worker_runtime_env)
 from orchestrator.checkpoint_files import STATE
 from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import FORMAT_VERSION, read_json, write_json_atomic
@@ -193,7 +194,8 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
                 num_to_keep=spec.checkpoint.keep_best,
                 checkpoint_score_attribute=spec.checkpoint.monitor,
                 checkpoint_score_order=spec.checkpoint.mode),
-            worker_runtime_env=worker_runtime_env(),
+            worker_runtime_env=worker_runtime_env(spec.verbose),
+            logging_config=console.train_logging_config(spec.verbose),
             callbacks=[WorkerRoster(str(Path(storage_path) / name / ROSTER_FILE)), *(callbacks or [])]),
     )
 
@@ -282,7 +284,7 @@ def evaluate_checkpoints(spec: ExperimentSpec, task: TaskRef, final_checkpoint, 
     """Run the before/after test evaluation (and export) in one Ray task with TensorFlow."""
     import ray
 
-    @ray.remote(num_cpus=1, runtime_env=worker_runtime_env())
+    @ray.remote(num_cpus=1, runtime_env=worker_runtime_env(spec.verbose))
     def evaluate(spec, task_ref, final_ckpt, best_ckpt, arrays, export):
         from orchestrator.worker.evaluate import evaluate_and_export
 
@@ -306,7 +308,7 @@ def load_data(spec: ExperimentSpec) -> tuple[Resolved, Optional[object], dict]:
 
 
 def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool = False,
-                 address: Optional[str] = None) -> dict:
+                 address: Optional[str] = None, tensorboard_url: Optional[str] = None) -> dict:
     """Train one run as ``spec`` says; returns what ``result.json`` holds.
 
     Input is checked before Ray starts (run name, storage, data, a resumable
@@ -318,18 +320,19 @@ def run_training(spec: ExperimentSpec, *, resume: bool = False, overwrite: bool 
     task, arrays, data_info = load_data(spec)  # before the run dir is touched: bad input changes nothing
     run_dir = prepare_run_dir(spec.storage, name, resume=resume, overwrite=overwrite)
     with replaced_run(run_dir):
-        return _train(spec, task, arrays, data_info, run_dir, resume=resume, address=address)
+        return _train(spec, task, arrays, data_info, run_dir, resume=resume, address=address,
+                      tensorboard_url=tensorboard_url)
 
 
 def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_dir: Path, *, resume: bool,
-           address: Optional[str]) -> dict:
+           address: Optional[str], tensorboard_url: Optional[str]) -> dict:
     import ray
 
     name = spec.name
     if resume:
         check_resumable(run_dir)
     mlflow_server = tracking.check(spec.mlflow)  # before Ray: a dead server fails fast
-    connect(address)
+    connect(address, spec.verbose)
     check_fits(spec.scaling.workers, WorkerShape(spec.scaling.cpus_per_worker, spec.scaling.gpus_per_worker),
                f"run {name!r}")
     # Once the cluster is known to hold the run (no MLflow run left RUNNING by a refusal), before it trains.
@@ -337,6 +340,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     data_ref = ray.put(arrays) if arrays is not None else None
     del arrays  # the object store holds it now
     tensorboard_dir = run_dir / TENSORBOARD_DIR
+    print(console.where_to_look("run", name, run_dir, dashboard_url(), tensorboard_dir, tensorboard_url),
+          flush=True)
     started = time.time()
     trainer = make_trainer(spec, task.ref, data_ref, storage_path=str(run_dir.parent), name=name,
                            tensorboard_dir=str(tensorboard_dir))

@@ -31,9 +31,10 @@ from ray.tune.stopper import Stopper
 
 from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
-from orchestrator.engine.runtime import WorkerShape, check_fits, connect
-from orchestrator import integrity
+from orchestrator import console, integrity
 from orchestrator.contract import Trial
+from orchestrator.engine.runtime import WorkerShape, check_fits, connect, dashboard_url
+from orchestrator.engine.search_table import SearchTable
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
                                        load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
@@ -130,11 +131,25 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
         param_space=search.param_space(),
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
                                     scheduler=scheduler, search_alg=algorithm,
-                                    max_concurrent_trials=max_concurrent),
+                                    # BasicVariantGenerator limits itself (above); Tune would
+                                    # ignore this for it, with a warning on every search.
+                                    max_concurrent_trials=None if s.algorithm == "random" else max_concurrent),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
-                                  callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial)),
+                                  failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
+                                  verbose=console.tune_verbosity(search.base.verbose),
+                                  callbacks=(callbacks or []) + ([] if search.base.verbose else
+                                  [SearchTable(search, trial_count(search.param_space(), samples),
+                                               max_concurrent or 1)])),
     )
+
+
+def trial_count(param_space: dict, samples: int) -> int:
+    """How many trials Tune will run: ``samples`` draws of every grid combination."""
+    count = samples
+    for value in param_space.values():
+        if isinstance(value, dict):
+            count *= len(value["grid_search"]) if "grid_search" in value else trial_count(value, 1)
+    return count
 
 
 # ----------------------------------------------------------------- summary
@@ -400,7 +415,8 @@ def trial_row_id(result) -> str:
 
 def run_search(search: Search, *, name: str, storage: str, samples: Optional[int] = None,
                max_concurrent: Optional[int] = None, resume: bool = False,
-               overwrite: bool = False, address: Optional[str] = None) -> dict:
+               overwrite: bool = False, address: Optional[str] = None,
+               tensorboard_url: Optional[str] = None) -> dict:
     """Run (or resume) a search; returns what ``summary.json`` holds.
 
     Input is checked before Ray starts; then Ray is joined or started, and one
@@ -410,12 +426,13 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
     with replaced_run(run_dir):
-        return _search(search, resolved.ref, arrays, run_dir, samples=samples, max_concurrent=max_concurrent, resume=resume,
-                       address=address)
+        return _search(search, resolved.ref, arrays, run_dir, samples=samples, max_concurrent=max_concurrent,
+                       resume=resume, address=address, tensorboard_url=tensorboard_url)
 
 
-def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Optional[int], max_concurrent: Optional[int],
-            resume: bool, address: Optional[str]) -> dict:
+def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Optional[int],
+            max_concurrent: Optional[int], resume: bool, address: Optional[str],
+            tensorboard_url: Optional[str]) -> dict:
     import ray
     from ray import tune
 
@@ -423,7 +440,9 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     if resume:
         check_search_resumable(run_dir)
     mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
-    connect(address)
+    connect(address, search.base.verbose)
+    print(console.where_to_look("search", name, run_dir, dashboard_url(), run_dir / TENSORBOARD_DIR,
+                                tensorboard_url), flush=True)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                      f"one trial of search {name!r}")

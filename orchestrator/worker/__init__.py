@@ -11,3 +11,7 @@ process. The driver never needs to import it.
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+from orchestrator.console import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # quietly, unless verbose: see orchestrator/console.py

@@ -31,6 +31,8 @@ import tensorflow as tf
 from orchestrator.contract import CONFIG_KEY, TASK_ERROR_FILE, WorkerConfig
 from orchestrator.results import write_text_atomic
 from orchestrator.tasks import load
+from orchestrator.console import is_verbose
+from orchestrator.worker.callbacks.epoch_line import EpochLine
 from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
 from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
 from orchestrator.checkpoint_files import BEST_WEIGHTS
@@ -130,11 +132,22 @@ def train_loop_per_worker(config: dict) -> None:
         rewind_tensorboard(run.tensorboard_dir, start_epoch, int(model.optimizer.iterations.numpy()))
 
     callbacks: list = [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate)]
+    keras_verbose = spec.training.verbose if is_chief else 0
+    # A trial's workers print nothing of their own unless verbose: the search's table
+    # says how each trial goes, and several trials' lines would interleave.
+    quiet_trial = run.trial is not None and not is_verbose()
+    if quiet_trial:
+        keras_verbose = 0
+    if keras_verbose == 2 and not is_verbose():
+        # After the LR callback, which adds learning_rate to the logs; before the
+        # checkpoint and EarlyStopping messages about the same epoch.
+        callbacks.append(EpochLine(spec.training.epochs))
+        keras_verbose = 0
     early_stopping = None
     if spec.early_stopping.enabled:
         early_stopping = ResumableEarlyStopping(
             monitor=spec.early_stopping.monitor, patience=spec.early_stopping.patience,
-            min_delta=spec.early_stopping.min_delta, verbose=1 if is_chief else 0)
+            min_delta=spec.early_stopping.min_delta, verbose=1 if is_chief and not quiet_trial else 0)
         if early_state:
             early_stopping.restore(early_state)
         callbacks.append(early_stopping)
@@ -143,7 +156,7 @@ def train_loop_per_worker(config: dict) -> None:
     # non-chief copies to a temporary directory and deletes them.
     best_checkpoint = tf.keras.callbacks.ModelCheckpoint(
         best_weights_path, monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
-        save_best_only=True, save_weights_only=True, verbose=1 if is_chief else 0,
+        save_best_only=True, save_weights_only=True, verbose=1 if is_chief and not quiet_trial else 0,
         initial_value_threshold=best_value)
     callbacks.append(best_checkpoint)
     if is_chief:
@@ -169,5 +182,5 @@ def train_loop_per_worker(config: dict) -> None:
     model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
               steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),
               initial_epoch=start_epoch, callbacks=callbacks,
-              verbose=spec.training.verbose if is_chief else 0)
+              verbose=keras_verbose)
     shutil.rmtree(staging, ignore_errors=True)
