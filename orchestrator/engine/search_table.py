@@ -164,7 +164,7 @@ class SearchTable(Callback):
             return None
         return (min if self.mode == "min" else max)(scored, key=lambda tv: tv[1])
 
-    def eta_s(self, counts: dict) -> Optional[float]:
+    def eta_s(self, counts: dict, trials=()) -> Optional[float]:
         """An upper bound: every pending and running trial trains to the epoch limit."""
         epoch_times = [(r.get("epoch") or 0, time.monotonic() - self.trial_started[tid])
                        for tid, r in self.last.items() if tid in self.trial_started and r.get("epoch")]
@@ -172,13 +172,13 @@ class SearchTable(Callback):
             return None
         per_epoch = sum(t for _, t in epoch_times) / sum(e for e, _ in epoch_times)
         left = counts["pending"] * self.max_epochs + sum(
-            self.max_epochs - (r.get("epoch") or 0) for tid, r in self.last.items()
-            if tid not in self.ended)
+            self.max_epochs - (self.last.get(t.trial_id, {}).get("epoch") or 0) for t in trials
+            if t.status == "RUNNING" and t.trial_id not in self.ended)
         return left * per_epoch / self.concurrent
 
     def status_line(self, trials) -> str:
         counts = self.counts(trials)
-        eta = self.eta_s(counts)
+        eta = self.eta_s(counts, trials)
         line = " · ".join(f"{k} {v}" for k, v in counts.items())
         line += f" · {time.monotonic() - self.started:.0f} s" + (f", ETA ≤ {eta:.0f} s" if eta is not None else "")
         best = self.best()
