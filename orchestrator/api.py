@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.results import FORMAT_VERSION, read_json
 
@@ -82,10 +83,7 @@ def _latest_state(run_dir: Path) -> tuple[Optional[dict], Optional[Path]]:
 
 
 def _best_row(history: list[dict], metric: str, mode: str) -> Optional[dict]:
-    scored = [h for h in history if h.get(metric) is not None]
-    if not scored:
-        return None
-    return (min if mode == "min" else max)(scored, key=lambda h: h[metric])
+    return best(history, metric, mode)
 
 
 class RunResults:
@@ -264,10 +262,7 @@ class SearchResults:
         """The best trial's id, config, best epoch and scores; for an interrupted search, the best so far."""
         if self.summary:
             return self.summary.get("best_trial")
-        scored = [r for r in self._rows if r.get(f"best_{self.metric}") is not None]
-        if not scored:
-            return None
-        return (min if self.mode == "min" else max)(scored, key=lambda r: r[f"best_{self.metric}"])
+        return best(self._rows, f"best_{self.metric}", self.mode)
 
     @property
     def evaluation(self) -> Optional[dict]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.errors import UserError
 from orchestrator.results import read_json
@@ -57,8 +58,7 @@ def _latest_state(run_dir: Path) -> Optional[dict]:
 
 
 def _best(history: list[dict], metric: str = "val_loss", mode: str = "min") -> dict:
-    scored = [h for h in history if h.get(metric) is not None]
-    return ((min if mode == "min" else max)(scored, key=lambda h: h[metric]) if scored else {})
+    return best(history, metric, mode) or {}
 
 
 def _mtime(path: Path) -> dt.datetime:

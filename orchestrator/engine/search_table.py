@@ -18,6 +18,7 @@ from typing import Optional
 
 from ray.tune import Callback
 
+from orchestrator.best import best
 from orchestrator.search_space import Search
 
 
@@ -159,10 +160,7 @@ class SearchTable(Callback):
 
     def best(self) -> Optional[tuple[str, float]]:
         scored = [(tid, r.get(f"best_{self.metric}", r.get(self.metric))) for tid, r in self.last.items()]
-        scored = [(tid, v) for tid, v in scored if isinstance(v, (int, float))]
-        if not scored:
-            return None
-        return (min if self.mode == "min" else max)(scored, key=lambda tv: tv[1])
+        return best(scored, mode=self.mode, value=lambda tv: tv[1])
 
     def eta_s(self, counts: dict, trials=()) -> Optional[float]:
         """An upper bound: every pending and running trial trains to the epoch limit."""

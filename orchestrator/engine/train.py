@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator import console, integrity, ownership, storage_errors
+from orchestrator.best import best
 from orchestrator.errors import UserError
 from orchestrator.engine import tracking
 from orchestrator.engine.runtime import (WorkerShape, check_fits, connect, dashboard_url,
@@ -272,11 +273,8 @@ def raise_task_error(metrics: Optional[dict], run_dir: Optional[Path] = None) ->
 
 def best_of(best_checkpoints: list, monitor: str, mode: str):
     """(checkpoint, metrics) with the best ``monitor`` among Ray's kept checkpoints."""
-    scored = [(c, m) for c, m in best_checkpoints if m.get(monitor) is not None]
-    if not scored:
-        return None, None
-    pick = min if mode == "min" else max
-    return pick(scored, key=lambda cm: cm[1][monitor])
+    found = best(best_checkpoints, mode=mode, value=lambda cm: cm[1].get(monitor))
+    return found if found is not None else (None, None)
 
 
 def evaluate_checkpoints(spec: ExperimentSpec, task: TaskRef, final_checkpoint, best_checkpoint, data_ref,

@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 from ray.tune.stopper import Stopper
 
+from orchestrator.best import best as best_by
 from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
 from orchestrator import console, integrity
@@ -235,8 +236,7 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
     history = with_recorded_history(history, *recorded_state(run_dir, trial_id), keep=keep_columns)
     hparams = search.hparams(result.config or {})
     last = history[-1] if history else {}
-    scored = [h for h in history if h.get(metric) is not None]
-    best = (min if mode == "min" else max)(scored, key=lambda h: h[metric]) if scored else {}
+    best = best_by(history, metric, mode) or {}
     return {
         "trial_id": trial_id,
         "label": trial_label(trial_id, hparams),
@@ -279,8 +279,7 @@ def pbt_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None) -
         h["trained_by"] = owner[h["epoch"]]
     hparams = search.hparams(result.config or {})
     last = {**(history[-1] if history else {}), "stop_reason": state.get("stop_reason")}
-    scored = [h for h in history if h.get(metric) is not None]
-    best = (min if mode == "min" else max)(scored, key=lambda h: h[metric]) if scored else {}
+    best = best_by(history, metric, mode) or {}
     return {
         "trial_id": trial_id,
         "label": trial_id,  # one TensorBoard run per member, whatever its config becomes
@@ -341,8 +340,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
     make_row = pbt_row if search.search.algorithm == "pbt" else trial_row
     rows = [make_row(result, search, run_dir, hit) for result in result_grid]
     rows.sort(key=lambda r: r["trial_id"])
-    scored = [r for r in rows if r.get(f"best_{metric}") is not None and r.get("best_checkpoint")]
-    best = (min if mode == "min" else max)(scored, key=lambda r: r[f"best_{metric}"]) if scored else None
+    best = best_by([r for r in rows if r.get("best_checkpoint")], f"best_{metric}", mode)
     summary: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,

@@ -14,6 +14,7 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 
 import tensorflow as tf
 
+from orchestrator.best import best
 from orchestrator.checkpoint_files import BEST_WEIGHTS, FILES, REPORT, STATE, TRAIN_STATE, WEIGHTS, manifest
 
 # Test hook (tests/test_resume_fidelity.py): "RANK:EPOCH:ACTION:MARKER". Right after
@@ -72,11 +73,7 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
         self._epoch_started_at = 0.0
 
     def _best(self) -> Optional[dict]:
-        scored = [h for h in self.history if self.monitor in h]
-        if not scored:
-            return None
-        pick = min if self.mode == "min" else max
-        return pick(scored, key=lambda h: h[self.monitor])
+        return best(self.history, self.monitor, self.mode)
 
     def on_epoch_begin(self, epoch, logs=None):
         # Wall clock too, comparable across processes: `bench` measures cold start
