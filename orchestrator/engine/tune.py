@@ -238,8 +238,21 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
     last = history[-1] if history else {}
     best = best_by(history, metric, mode) or {}
     return {
+        **_row_head(result, search, trial_id, trial_label(trial_id, hparams), hparams, last, best, hit),
+        "best_checkpoint": best.get("checkpoint_path"),
+        "final_checkpoint": last.get("checkpoint_path"),
+        "history": [{k: v for k, v in h.items() if k not in ("checkpoint_path", "stop_reason")}
+                    for h in history],
+    }
+
+
+def _row_head(result, search: Search, trial_id: str, label: str, hparams: dict, last: dict, best: dict,
+              hit: Optional[dict]) -> dict:
+    """The columns every trial's summary line has: who, how it ended, its best epoch."""
+    metric = search.search.metric
+    return {
         "trial_id": trial_id,
-        "label": trial_label(trial_id, hparams),
+        "label": label,
         "status": "ERROR" if result.error is not None else "TERMINATED",
         "config": hparams,
         "epochs_run": int(last.get("epoch") or 0),
@@ -247,10 +260,6 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
         "best_epoch": best.get("epoch"),
         f"best_{metric}": best.get(metric),
         "best_val_accuracy": best.get("val_accuracy"),
-        "best_checkpoint": best.get("checkpoint_path"),
-        "final_checkpoint": last.get("checkpoint_path"),
-        "history": [{k: v for k, v in h.items() if k not in ("checkpoint_path", "stop_reason")}
-                    for h in history],
     }
 
 
@@ -281,15 +290,8 @@ def pbt_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None) -
     last = {**(history[-1] if history else {}), "stop_reason": state.get("stop_reason")}
     best = best_by(history, metric, mode) or {}
     return {
-        "trial_id": trial_id,
-        "label": trial_id,  # one TensorBoard run per member, whatever its config becomes
-        "status": "ERROR" if result.error is not None else "TERMINATED",
-        "config": hparams,
-        "epochs_run": int(last.get("epoch") or 0),
-        "stop_reason": _stop_reason(result, last, search.base.training.epochs, search, hit),
-        "best_epoch": best.get("epoch"),
-        f"best_{metric}": best.get(metric),
-        "best_val_accuracy": best.get("val_accuracy"),
+        # Labelled by its id: one TensorBoard run per member, whatever its config becomes.
+        **_row_head(result, search, trial_id, trial_id, hparams, last, best, hit),
         # The last checkpoint holds the lineage's best weights too (best.weights.h5).
         "best_checkpoint": final_dir,
         "final_checkpoint": final_dir,
