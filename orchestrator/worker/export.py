@@ -45,7 +45,7 @@ def export_saved_model(model: tf.keras.Model, path: str | Path) -> Path:
     # The temporary directory sits beside the target: the rename stays on one filesystem.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        model.export(str(tmp / "export"))  # Model.export refuses an existing non-empty directory
+        _quietly(model.export, str(tmp / "export"))  # Model.export refuses an existing non-empty directory
         old = None
         if path.exists():
             old = tmp / "old"
@@ -54,3 +54,15 @@ def export_saved_model(model: tf.keras.Model, path: str | Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _quietly(export, path: str) -> None:
+    """Keras prints every endpoint's signature after an export (dozens of lines on the console);
+    with interactive logging off it goes to absl's INFO log instead, shown with --verbose."""
+    was_on = tf.keras.utils.is_interactive_logging_enabled()
+    tf.keras.utils.disable_interactive_logging()
+    try:
+        export(path)
+    finally:
+        if was_on:
+            tf.keras.utils.enable_interactive_logging()
