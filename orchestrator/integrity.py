@@ -126,7 +126,18 @@ def resume_point(run_dir: Path) -> Optional[str]:
     snapshot_path = run_dir / SNAPSHOT
     if not snapshot_path.exists():
         return None  # interrupted before the first checkpoint: a resume starts from epoch 1
-    snapshot = read_json_file(snapshot_path)
+    try:
+        snapshot = read_json_file(snapshot_path)
+    except CorruptFile as damage:
+        # Ray Train rewrites its record in place: a full disk leaves it empty. The
+        # checkpoints themselves say what they hold; rebuild the record from them.
+        rebuilt = _snapshot_from_checkpoints(run_dir)
+        if rebuilt is None:
+            raise
+        write_json_atomic(snapshot_path, rebuilt)
+        latest = rebuilt["latest_checkpoint_result"]
+        return (f"{damage.path}: {damage.problem}; rebuilt it from the complete checkpoints on disk, "
+                f"resuming from {latest['checkpoint_dir_name']} (epoch {_epoch_of(latest)})")
     try:
         latest = snapshot["latest_checkpoint_result"]
         latest_name = latest["checkpoint_dir_name"] if latest else None
@@ -181,3 +192,41 @@ def check_tune_state(run_dir: Path) -> None:
     state = read_json_file(states[-1])
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
         raise CorruptFile(states[-1], "holds no trial records ('trial_data')")
+
+
+def _snapshot_from_checkpoints(run_dir: Path) -> Optional[dict]:
+    """Ray Train's checkpoint record (format of Ray 2.60) for the complete checkpoints in ``run_dir``."""
+    from importlib.metadata import version
+
+    entries = []
+    for directory in sorted(run_dir.glob("checkpoint_*")):
+        try:
+            state = check_checkpoint(directory)
+        except CorruptFile:
+            continue
+        if not state["history"]:
+            continue
+        metrics = {**state["history"][-1], "stop_reason": state.get("stop_reason")}
+        entries.append({"version": 0, "checkpoint_dir_name": directory.name, "metrics": metrics})
+    # A checkpoint whose copy was cut short by the disk can pass the checks above
+    # (whole weights.h5 and state.json, a TF data file cut mid-way): every
+    # checkpoint of one run holds the same variables, so a smaller one is cut.
+    sizes = {e["checkpoint_dir_name"]: sum(p.stat().st_size for p in
+                                           (run_dir / e["checkpoint_dir_name"] / TRAIN_STATE).glob("*.data-*"))
+             for e in entries}
+    entries = [e for e in entries if sizes[e["checkpoint_dir_name"]] == max(sizes.values(), default=0)]
+    if not entries:
+        return None
+    entries.sort(key=_epoch_of)
+    return {
+        "ray_version": version("ray"),
+        "checkpoint_results": entries,
+        "checkpoint_report_indices": [_epoch_of(e) for e in entries],
+        "latest_checkpoint_result": entries[-1],
+        "pending_training_results": [],
+        "pending_validation_specs": [],
+        "current_report_index": _epoch_of(entries[-1]) + 1,
+        "validated_checkpoint_dir_names": [],
+        "timed_out_validation_checkpoint_dir_names": [],
+        "failed_validation_checkpoint_dir_names": [],
+    }
