@@ -218,3 +218,15 @@ def test_a_task_that_cannot_train_is_one_line_exit_2_and_keeps_a_finished_run(ca
     assert not [line for line in out.stderr.splitlines() if "Traceback" in line and "pid=" not in line]
     assert "Epoch 1/" not in out.stdout + out.stderr  # found before the first epoch
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_the_readme_main_job_still_reaches_98_percent_through_the_default_task(tmp_path):
+    """`orchestrator train --workers 2 --epochs 20` on full MNIST: the tutorial's MLP, as before the seam."""
+    out = run_cli(["train", "--workers", "2", "--epochs", "20", "--storage", "results", "--name", "main"],
+                  cwd=tmp_path, timeout=1200)
+    assert out.returncode == 0, _tail(out)
+    result = json.loads((tmp_path / "results" / "main" / "result.json").read_text())
+    assert result["spec"]["task"] == {"name": "mnist_mlp"}
+    assert result["data"] == {"task": "mnist_mlp", "train": 50000, "validation": 10000, "test": 10000}
+    assert result["stop_reason"] == "early_stopping" and result["epochs_run"] < 20
+    assert result["evaluation"]["best_checkpoint_reloaded"]["accuracy"] >= 0.98
