@@ -523,7 +523,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps-per-execution", type=int, default=None,
                    help="override training.steps_per_execution in (b), (c), (e) (default: the spec's)")
     p.add_argument("--trials", type=int, help="trials of the search (default 8; quick 2)")
-    p.add_argument("--search-epochs", type=int, help="max epochs per trial (default 12, as tune_mnist.yaml; quick 2)")
+    p.add_argument("--search-epochs", type=int, help="max epochs per trial (default 12; quick 2)")
     p.add_argument("--target", type=float, default=0.98, help="validation accuracy for (f) (default 0.98)")
     p.add_argument("--kt-max-seconds", type=float, help="KerasTuner's time budget (default 300; quick 60)")
     p.add_argument("--train-examples", type=int, help="training examples (default 50000; quick 10000)")

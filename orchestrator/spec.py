@@ -66,9 +66,9 @@ class TrainingSpec(_Section):
     batch_size_per_worker: int = Field(64, ge=1, examples=[64])
     # Steps fused into one tf.function call: fewer Python round trips per epoch.
     # 16, not Keras's 1: the tutorial MLP's steps are so short that per-step Python
-    # work dominated; `python -m bench.run` measured 1.3-1.8x shorter epochs with one
-    # worker (same weights and accuracy: only how often Python is re-entered changes).
-    # The orchestrator's callbacks are per epoch; a per-batch one would see 1 call in 16.
+    # work dominated (README, Benchmark); same weights and accuracy, only how often
+    # Python is re-entered changes. The orchestrator's callbacks are per epoch; a
+    # per-batch one would see 1 call in 16.
     steps_per_execution: int = Field(16, ge=1, examples=[16])
     verbose: int = Field(2, ge=0, le=2, examples=[2])
 

@@ -62,9 +62,8 @@ def _strategy(workers: int) -> tf.distribute.Strategy:
     Several workers: ``MultiWorkerMirroredStrategy`` (Ray Train's ``TF_CONFIG``
     names them). One worker with several GPUs: ``MirroredStrategy`` over them.
     One worker, one device: TensorFlow's default strategy, as a plain Keras
-    script runs; there is nothing to mirror, and either mirrored strategy costs
-    ~25% longer epochs here for nothing (measured on CPU, interleaved runs:
-    0.59 s default, 0.75 s MWMS, 0.80 s MirroredStrategy).
+    script runs; there is nothing to mirror, and either mirrored strategy makes
+    epochs longer for nothing (README, Benchmark).
     """
     if workers > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
