@@ -186,7 +186,7 @@ def cli() -> None:
     """
 
 
-@cli.command(short_help="Train the MNIST MLP on Ray Train workers.")
+@cli.command(short_help="Train a task (default: the MNIST MLP) on Ray Train workers.")
 @_common_options
 @click.option("--workers", type=int, help="Training workers (Ray Train processes), default 2.")
 @_user_errors
@@ -213,7 +213,7 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
     click.echo(format_train_summary(result))
 
 
-@cli.command(short_help="Search hyperparameters with Ray Tune (ASHA, EarlyStopping).")
+@cli.command(short_help="Search hyperparameters with Ray Tune (ASHA, PBT, EarlyStopping).")
 @functools.partial(_common_options, config_help="Required: a tune config, i.e. an experiment spec with a "
                    "`search:` section (e.g. jobs/configs/tune_mnist.yaml); flags override it.")
 @click.option("--samples", type=int, help="Number of trials (default: search.samples).")
