@@ -39,8 +39,8 @@ CONFIG = {**TRAIN_CONFIG,
 # ------------------------------------------------------------------ helpers
 
 def epoch_lines(command: Cli) -> list[int]:
-    """The epochs whose training began, from the chief's Keras console lines ``Epoch N/E`` (stdout)."""
-    return [int(n) for n in re.findall(rf"\) ?(?:\x1b\[0m)? ?Epoch (\d+)/{EPOCHS}\s*$", command.stdout, re.M)]
+    """The epochs the chief trained, from its console lines ``Epoch N/E - ...`` (stdout, one per finished epoch)."""
+    return [int(n) for n in re.findall(rf"\) ?(?:\x1b\[0m)? ?Epoch (\d+)/{EPOCHS}\b", command.stdout, re.M)]
 
 
 def resumed_epochs(command: Cli) -> list[int]:
@@ -78,8 +78,8 @@ def assert_tensorboard_once_per_epoch(log_dir: Path, epochs: int) -> None:
 
 
 def assert_one_run_trained_each_epoch_once(result: dict, *commands: Cli) -> None:
-    began = [n for command in commands for n in epoch_lines(command)]
-    assert sorted(began) == list(range(1, EPOCHS + 1)), f"epochs begun: {began}"
+    trained = [n for command in commands for n in epoch_lines(command)]
+    assert sorted(trained) == list(range(1, EPOCHS + 1)), f"epochs trained: {trained}"
     assert_continuous_history(result, EPOCHS)
     for epoch, row in enumerate(result["history"]):
         assert abs(row["learning_rate"] - SCHEDULE(epoch, 1e-3)) < 1e-9 * max(1.0, row["learning_rate"])
