@@ -145,8 +145,9 @@ def _maybe_kill_after_report(rank, epoch: int) -> None:
     import signal
     if action == "killpg":
         os.killpg(os.getsid(0), signal.SIGKILL)  # the session leader: the command that started Ray
-    else:
-        os.kill(os.getpid(), signal.SIGKILL)
+    # This worker too, at once: Ray's worker processes need not be in the leader's group, and a
+    # worker outliving its driver for a moment would train (and checkpoint) the next epoch.
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read_state(directory: str | Path) -> dict:
