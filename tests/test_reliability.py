@@ -614,15 +614,20 @@ def test_two_commands_on_one_name_the_second_refuses_in_one_line_and_touches_not
     assert not (run_dir / ".owner.json").exists(), "the winner did not release the name"
 
 
-def test_a_sigkilled_owner_does_not_block_resume(cli, tmp_path, mnist_path):
+def test_a_sigkilled_owner_does_not_block_resume(cli, tmp_path, mnist_path, monkeypatch):
     config = write_config(tmp_path, SMALL_TRAIN, mnist_path, "train.yaml")
     storage, name = tmp_path / "results", "owner-killed"
     run_dir = storage / name
     args = ["train", "--config", str(config), "--storage", str(storage), "--name", name]
+    # The whole command SIGKILLed right after epoch 1's report, whatever the machine's speed
+    # (a kill after polling for the epoch could land when all 3 short epochs were done).
+    marker = tmp_path / "killed.pid"
+    monkeypatch.setenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT", f"0:1:killpg:{marker}")
     run = cli(*args, tag="train")
-    wait_for(lambda: reported_epoch(run_dir) >= 1, RUN_TIMEOUT, "Ray Train to register epoch 1", run)
-    os.killpg(run.pgid, signal.SIGKILL)
+    run.wait(RUN_TIMEOUT, "be killed by the hook")
+    assert marker.exists(), "the hook never killed the command\n" + run.output_tail()
     assert not run.wait_group_gone(ORPHAN_GRACE)
+    monkeypatch.delenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT")
     record = json.loads((run_dir / ".owner.json").read_text())
     assert record["pid"] == run.proc.pid and not process_alive(record["pid"])  # left behind, stale
 
