@@ -128,14 +128,14 @@ class MlflowSpec(_Section):
     """MLflow tracking (``pip install -e '.[mlflow]'``); the section's presence turns it on."""
 
     tracking_uri: Optional[str] = Field(None, examples=["http://127.0.0.1:5000"])  # None: MLFLOW_TRACKING_URI
-    experiment: Optional[str] = Field(None, examples=["mnist"])  # None: MLFLOW_EXPERIMENT_NAME, else "orchestrator"
+    experiment: Optional[str] = Field(None, examples=["my-experiment"])  # None: MLFLOW_EXPERIMENT_NAME, else "orchestrator"
     optional: bool = False  # an unreachable server: a warning and no tracking, instead of exit 2
 
 
 class ExperimentSpec(_Section):
     """One training run; a search varies some of its fields per trial."""
 
-    name: Optional[str] = Field(None, examples=["mnist-mlp"])
+    name: Optional[str] = Field(None, examples=["run1"])
     storage: str = Field("results", examples=["results"])
     seed: int = Field(42, ge=0, examples=[42])
     # Ray's and TensorFlow's own logs on the console (default: one line per epoch, warnings, errors).

@@ -110,3 +110,18 @@ def load_data(p):
 
 task = Task(build_model=build_model, load_data=load_data, params={"units": 32, "path": "mnist.npz"})
 '''
+
+
+# A quick one-worker run on a slice of MNIST, for tests of what a finished run leaves behind.
+SMALL_SUBSET = {"train_examples": 2000, "validation_examples": 500, "test_examples": 500}
+
+
+def small_run_config(seed: int) -> dict:
+    """2 epochs, 1 worker, no histograms or graph, Ray keeping 1 best checkpoint; data: SMALL_SUBSET."""
+    return {
+        "seed": seed,
+        "training": {"epochs": 2, "batch_size_per_worker": 64, "verbose": 0},
+        "tensorboard": {"histogram_freq": 0, "write_graph": False},
+        "checkpoint": {"keep_best": 1},
+        "scaling": {"workers": 1},
+    }

@@ -15,15 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_SUBSET, small_run_config
 
-SUBSET = {"train_examples": 2000, "validation_examples": 500, "test_examples": 500}
-BASE = {
-    "seed": 9,
-    "training": {"epochs": 2, "batch_size_per_worker": 64, "verbose": 0},
-    "tensorboard": {"histogram_freq": 0, "write_graph": False},
-    "checkpoint": {"keep_best": 1},
-    "scaling": {"workers": 1},
-}
+SUBSET = SMALL_SUBSET
+BASE = small_run_config(seed=9)
 
 
 def _outside_the_project(code: str) -> subprocess.CompletedProcess:

@@ -137,7 +137,7 @@ BAD_CONFIGS = [
                  id="wrong-type"),
     pytest.param({"optimizer": {"name": "rmsprop"}}, "optimizer.name", ["rmsprop", "adam", "sgd"],
                  id="bad-optimizer"),
-    pytest.param({"name": "team/run"}, "name", ["/", "mnist-mlp"], id="name-with-slash"),
+    pytest.param({"name": "team/run"}, "name", ["/", "run1"], id="name-with-slash"),
     pytest.param({"data": {"validation_examples": 0}}, "data.validation_examples",
                  ["greater than or equal to 1", "valid example"], id="validation-examples-0"),
     pytest.param({"lr_schedule": {"name": "hold_then_exp_decay", "rate": 0}}, "lr_schedule.rate",

@@ -8,8 +8,8 @@
 Each trial is a Tune function trainable that runs a Ray Train V2 trainer
 (Train V2's supported way; see ``train.make_trainer``) with ``TuneReportCallback`` forwarding every
 epoch to Tune. Early stopping works on two levels: Keras EarlyStopping inside a
-trial (its own patience) and ASHA across trials. MNIST is loaded once and
-shared with every trial and worker through the object store. Per-trial output
+trial (its own patience) and ASHA across trials. The task's arrays are loaded
+once and shared with every trial and worker through the object store. Per-trial output
 (checkpoints, TensorBoard) is written by the workers while they train, because
 Tune ends a trial's function without running what follows ``trainer.fit()``.
 """
