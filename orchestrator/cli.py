@@ -241,19 +241,14 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
       orchestrator tune --config jobs/configs/pbt_mnist.yaml --name pbt1 --stop-at val_accuracy=0.98
     """
     from orchestrator.search_space import load_search
-    from orchestrator.spec import read_yaml, set_path
+    from orchestrator.spec import load_config
 
     if not config_path:
         raise UserError("tune needs --config FILE with a `search:` section, "
                         "e.g. --config jobs/configs/tune_mnist.yaml")
-    config = read_yaml(config_path)
-    for dotted, value in _overrides(**flags).items():
-        config = set_path(config, dotted, value)
-    for dotted, value in {"search.workers_per_trial": workers_per_trial,
-                          "search.algorithm": algorithm, "search.samples": samples,
-                          "search.stop_at": _parse_stop_at(stop_at), "search.export_top": export_top}.items():
-        if value is not None:
-            config = set_path(config, dotted, value)
+    config = load_config(config_path, {
+        **_overrides(**flags), "search.workers_per_trial": workers_per_trial, "search.algorithm": algorithm,
+        "search.samples": samples, "search.stop_at": _parse_stop_at(stop_at), "search.export_top": export_top})
     search = load_search(config)
     from orchestrator.engine.train import default_name
     from orchestrator.engine.tune import run_search

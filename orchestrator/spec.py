@@ -271,11 +271,21 @@ def build_spec(config: dict) -> ExperimentSpec:
         raise UserError(format_validation_error(err, ExperimentSpec)) from None
 
 
-def load_spec(path: Optional[str | Path] = None, overrides: Optional[dict[str, Any]] = None) -> ExperimentSpec:
-    """Read ``path`` (optional), apply ``{"training.epochs": 5, ...}`` overrides, validate."""
+def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str, Any]] = None) -> dict:
+    """The config mapping: ``path`` (optional) read, then ``{"training.epochs": 5, ...}`` overrides applied.
+
+    The one way a config is loaded, for ``train`` and ``tune`` alike. An override
+    of None is a flag not given; a task parameter may be set to None on purpose.
+    """
     config = read_yaml(path) if path else {}
-    config.pop("search", None)  # a search config's space is validated by search_space
     for dotted, value in (overrides or {}).items():
         if value is not None or dotted.startswith("task."):
             config = set_path(config, dotted, value)
+    return config
+
+
+def load_spec(path: Optional[str | Path] = None, overrides: Optional[dict[str, Any]] = None) -> ExperimentSpec:
+    """Read ``path`` (optional), apply overrides, validate (a ``search:`` section is left to search_space)."""
+    config = load_config(path, overrides)
+    config.pop("search", None)
     return build_spec(config)

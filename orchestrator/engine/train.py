@@ -50,11 +50,19 @@ def default_name(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# Set by Ray's job supervisor in the environment of a submitted job's entrypoint.
+_IN_RAY_JOB = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
 def storage_root(storage: str) -> Path:
     """The absolute storage directory, created and checked writable."""
     if "://" in storage:
         raise UserError(f"storage {storage!r}: URIs are not supported yet; on a cluster use a path on a "
                         "filesystem every node mounts (NFS, EFS), e.g. --storage /mnt/shared/results")
+    if _IN_RAY_JOB in os.environ and not os.path.isabs(os.path.expanduser(storage)):
+        raise UserError(f"storage: {storage!r} is relative, so inside `ray job submit` it lands in the job's "
+                        "temporary copy of the working dir, which Ray deletes; pass an absolute path that every "
+                        "node shares (valid example: `--storage /mnt/efs/orchestrator`)")
     root = Path(storage).expanduser().resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
