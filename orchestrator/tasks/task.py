@@ -94,9 +94,8 @@ class Arrays:
             x, y = self.split(name)
             cap = caps.get(name)
             if cap is not None and cap > len(y):
-                key = {"validation": "validation"}.get(name, name)
-                raise UserError(f"data.{key}_examples: {cap} is more than the {len(y)} {name} examples "
-                                f"of task {task} (valid example: `{key}_examples: {len(y)}`)")
+                raise UserError(f"data.{name}_examples: {cap} is more than the {len(y)} {name} examples "
+                                f"of task {task} (valid example: `{name}_examples: {len(y)}`)")
             parts += [x[:cap], y[:cap]] if cap is not None else [x, y]
         return Arrays(*parts)
 
