@@ -79,7 +79,9 @@ def assert_tensorboard_once_per_epoch(log_dir: Path, epochs: int) -> None:
 
 def assert_one_run_trained_each_epoch_once(result: dict, *commands: Cli) -> None:
     trained = [n for command in commands for n in epoch_lines(command)]
-    assert sorted(trained) == list(range(1, EPOCHS + 1)), f"epochs trained: {trained}"
+    # No epoch trained twice. A killed command's last console lines may never reach its
+    # terminal (its driver died before Ray forwarded them); the history holds every epoch.
+    assert len(trained) == len(set(trained)) and EPOCHS in trained, f"epochs trained: {trained}"
     assert_continuous_history(result, EPOCHS)
     for epoch, row in enumerate(result["history"]):
         assert abs(row["learning_rate"] - SCHEDULE(epoch, 1e-3)) < 1e-9 * max(1.0, row["learning_rate"])

@@ -205,13 +205,14 @@ def recorded_state(run_dir: Path, trial_id: str) -> tuple[Optional[dict], dict[i
 
 def with_recorded_history(history: list[dict], latest: Optional[dict], kept: dict[int, str],
                           keep: tuple = ()) -> list[dict]:
-    """Tune's rows, one per epoch, preceded by the epochs Tune lost on a restart (from the checkpoint)."""
+    """Tune's rows, one per epoch, with every epoch Tune lacks filled in from the trial's checkpoint."""
     by_epoch = {int(h["epoch"]): h for h in history if h.get("epoch") is not None}  # a rerun epoch: last wins
     if latest:
-        first_reported = min(by_epoch) if by_epoch else int(latest["epoch"]) + 1
         for row in latest.get("history", []):
             epoch = int(row["epoch"])
-            if epoch < first_reported:
+            # Any epoch Tune's record lacks (lost before a restart, or whose report a killed
+            # trial driver took with it) is in the trial's own checkpoint.
+            if epoch not in by_epoch:
                 by_epoch[epoch] = {**{k: v for k, v in row.items() if not keep or k in keep},
                                    "checkpoint_path": kept.get(epoch),
                                    "stop_reason": latest.get("stop_reason") if epoch == latest["epoch"] else None}
