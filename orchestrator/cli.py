@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import click
 
 from orchestrator.errors import EXIT_USAGE, UserError
+from orchestrator.search_algorithms import ALGORITHMS
 
 EXIT_INTERRUPTED = 130
 
@@ -219,8 +220,8 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 @click.option("--samples", type=int, help="Number of trials (default: search.samples).")
 @click.option("--workers-per-trial", type=int, help="Training workers per trial.")
 @click.option("--max-concurrent", type=int, help="Trials at once (default: as many as the cluster holds).")
-@click.option("--algorithm", type=click.Choice(["random", "optuna", "pbt"]),
-              help="Search algorithm; pbt: Population Based Training (search.pbt).")
+@click.option("--algorithm", type=click.Choice(list(ALGORITHMS)),
+              help="Search algorithm: " + "; ".join(f"{name}: {a.help}" for name, a in ALGORITHMS.items()) + ".")
 @click.option("--stop-at", "stop_at", multiple=True, metavar="METRIC=VALUE",
               help="End the search once any trial reaches this, e.g. val_accuracy=0.98 (repeatable).")
 @click.option("--export-top", type=int, metavar="K",

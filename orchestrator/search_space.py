@@ -7,7 +7,7 @@ parameters of the family it drew)::
 
     search:
       samples: 16
-      algorithm: random            # or optuna (pip install optuna)
+      algorithm: random            # or optuna, pbt: orchestrator/search_algorithms.py
       workers_per_trial: 2
       asha: {grace_period: 3, reduction_factor: 2}    # max epochs: training.epochs
       space:
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import UserError
 from orchestrator.schedules import SCHEDULES
+from orchestrator.search_algorithms import ALGORITHMS
 from orchestrator.spec import ExperimentSpec, build_spec, format_validation_error, set_path
 
 DOMAIN_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
@@ -141,7 +142,7 @@ class SearchSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples: int = Field(8, ge=1, examples=[16])
-    algorithm: Literal["random", "optuna", "pbt"] = Field("random", examples=["random"])
+    algorithm: str = Field("random", examples=["random"])  # a name in search_algorithms.ALGORITHMS
     metric: str = Field("val_loss", examples=["val_loss"])
     mode: Literal["min", "max"] = Field("min", examples=["min"])
     workers_per_trial: Optional[int] = Field(None, ge=1, examples=[2])
@@ -154,6 +155,13 @@ class SearchSpec(BaseModel):
     # End the whole search once any trial reaches every one of these, e.g. {val_accuracy: 0.98}.
     stop_at: Optional[dict[str, float]] = Field(None, examples=[{"val_accuracy": 0.98}])
     space: dict[str, Any] = Field(..., examples=[{"optimizer.learning_rate": {"loguniform": [1e-4, 1e-2]}}])
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, name: str) -> str:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHMS)}")
+        return name
 
     @field_validator("stop_at")
     @classmethod
@@ -196,16 +204,16 @@ class Search:
                 self.fields[key] = parse_value(value, key)
         self._check_against_spec()
         self._check_pbt()
-        if search.algorithm == "optuna" and any(isinstance(v, Domain) and v.kind == "grid"
-                                                for v in self._all_values()):
-            raise UserError("search.space: grid domains need `algorithm: random` (Optuna samples, it does "
-                            "not enumerate); use {choice: [...]} instead")
+        if not ALGORITHMS[search.algorithm].enumerates_grids and any(
+                isinstance(v, Domain) and v.kind == "grid" for v in self._all_values()):
+            raise UserError(f"search.space: grid domains need `algorithm: random` ({search.algorithm} samples, "
+                            "it does not enumerate); use {choice: [...]} instead")
 
     # ------------------------------------------------------------------ PBT
 
     def _check_pbt(self) -> None:
         s = self.search
-        if s.algorithm != "pbt":
+        if not ALGORITHMS[s.algorithm].population:
             if "pbt" in s.model_fields_set:
                 raise UserError("search.pbt: only used with `algorithm: pbt`")
             return

@@ -325,11 +325,10 @@ def test_a_killed_worker_is_replaced_and_training_continues_where_it_was(cli, tm
     assert run.wait(RUN_TIMEOUT, "finish after a worker was killed") == 0, run.output_tail()
     assert not process_alive(victim)
 
-    # Ray Train restarted the group from a registered checkpoint, not from scratch.
-    resumed = resumed_epochs(run)
-    assert resumed and resumed[0] >= killed_after, (resumed, killed_after)
-
     result = json.loads((run_dir / "result.json").read_text())
+    # Ray Train restarted the group from a registered checkpoint, not from scratch.
+    resumed = result["resumed_from_epochs"]
+    assert resumed and resumed[0] >= killed_after, (resumed, killed_after)
     assert_continuous_history(result, epochs)
     roster = json.loads((run_dir / "workers.json").read_text())
     assert len(roster["groups"]) >= 2, roster
@@ -389,9 +388,11 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
         # Tune's own rows for it are not repeated either.
         tune_epochs = [r["epoch"] for r in after.get(trial, [])]
         assert len(tune_epochs) == len(set(tune_epochs)), tune_epochs
-    # A trial cut off mid-run went on from its last checkpoint, not from scratch.
-    assert resumed_epochs(resumed), \
-        f"trials running at the kill ({running}) did not resume from a checkpoint\n" + resumed.output_tail()
+    # A trial cut off mid-run went on from its last checkpoint, not from scratch:
+    # its record says so (the console line can be lost with a worker's log stream).
+    for trial in running:
+        assert by_id[trial]["resumed_from_epochs"] and by_id[trial]["resumed_from_epochs"][0] >= 1, \
+            f"trial {trial}, running at the kill, did not resume from a checkpoint\n" + resumed.output_tail()
     assert Path(summary["evaluation"]["exported_model"]).is_file()
 
 

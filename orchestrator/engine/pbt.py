@@ -198,6 +198,19 @@ def _pbt_scheduler_class():
     return MemberPBT
 
 
+def pbt_scheduler(search, max_concurrent: Optional[int]):
+    """The search's PBT scheduler. Time is the epoch each member reports (its lineage's,
+    continued across exploits), not Tune's iteration count, which restarts with every
+    start of a member's function."""
+    s = search.search
+    return _pbt_scheduler_class()(
+        slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
+        hyperparam_mutations=search.pbt_mutations(), quantile_fraction=s.pbt.quantile,
+        resample_probability=s.pbt.resample_probability,
+        perturbation_factors=tuple(s.pbt.perturbation_factors),
+        custom_explore_fn=search.clamp_mutations)
+
+
 def member_record(final_dir: Optional[str], trial_id: str) -> tuple[Optional[dict], dict]:
     """(state.json, lineage.json) of a member's last Tune checkpoint; (None, empty lineage) without one."""
     empty = {"member": trial_id, "copies": []}

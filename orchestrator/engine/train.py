@@ -377,6 +377,7 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
         "replicas": (result.metrics or {}).get("replicas"),
         "history": history,
         "epochs_run": len(history),
+        "resumed_from_epochs": state.get("resumed_from_epochs", []),
         "stop_reason": state.get("stop_reason"),
         "stopped_epoch": len(history) if state.get("stop_reason") == "early_stopping" else None,
         "best": {"epoch": best_metrics["epoch"], spec.checkpoint.monitor: best_metrics[spec.checkpoint.monitor],

@@ -40,6 +40,7 @@ from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resum
                                        load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
 from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_csv_atomic, write_json_atomic
+from orchestrator.search_algorithms import algorithm, asha
 from orchestrator.search_space import Search
 from orchestrator.tasks import TaskRef
 
@@ -86,7 +87,7 @@ def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
 
     # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
     # the task as the driver found it, so a trial on a node without the task's file runs it.
-    trial_fn = run_pbt_trial if search.search.algorithm == "pbt" else run_trial
+    trial_fn = run_pbt_trial if algorithm(search.search.algorithm).population else run_trial
     fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
                               run_dir=str(run_dir))
     return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
@@ -95,46 +96,18 @@ def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
 def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
            stopper=None, callbacks: Optional[list] = None):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = search.search
-    scheduler = None
-    if s.algorithm == "pbt":
-        # Time is the epoch each member reports (its lineage's, continued across exploits),
-        # not Tune's iteration count, which restarts with every start of a member's function.
-        from orchestrator.engine.pbt import _pbt_scheduler_class
-
-        scheduler = _pbt_scheduler_class()(
-            slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
-            hyperparam_mutations=search.pbt_mutations(), quantile_fraction=s.pbt.quantile,
-            resample_probability=s.pbt.resample_probability,
-            perturbation_factors=tuple(s.pbt.perturbation_factors),
-            custom_explore_fn=search.clamp_mutations)
-    elif s.asha.enabled:
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=search.base.training.epochs,
-                                  grace_period=min(s.asha.grace_period, search.base.training.epochs),
-                                  reduction_factor=s.asha.reduction_factor)
-    # Seeded like the trials: the same config draws the same trials.
-    # It must be told max_concurrent itself: given a search_alg, Tune ignores
-    # max_concurrent_trials for it and would start every trial at once.
-    algorithm = BasicVariantGenerator(random_state=search.base.seed, max_concurrent=max_concurrent)
-    if s.algorithm == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-            import optuna  # noqa: F401
-        except ImportError:
-            raise UserError("search.algorithm: optuna needs `pip install optuna` "
-                            "(or `pip install -e '.[optuna]'`)") from None
-        algorithm = OptunaSearch(seed=search.base.seed)
+    algo = algorithm(s.algorithm)
     return tune.Tuner(
         trainable,
         param_space=search.param_space(),
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=samples,
-                                    scheduler=scheduler, search_alg=algorithm,
-                                    # BasicVariantGenerator limits itself (above); Tune would
-                                    # ignore this for it, with a warning on every search.
-                                    max_concurrent_trials=None if s.algorithm == "random" else max_concurrent),
+                                    scheduler=algo.scheduler(search, max_concurrent) if algo.scheduler
+                                    else asha(search),
+                                    search_alg=algo.searcher(search, max_concurrent),
+                                    # Tune would ignore it for such a searcher, with a warning.
+                                    max_concurrent_trials=None if algo.limits_concurrency else max_concurrent),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
@@ -178,7 +151,7 @@ def _running_at(last: dict, hit: dict, search: Optional[Search]) -> bool:
     Without ASHA nothing else stops a trial. With ASHA, a trial whose last epoch
     ended more than an epoch before the hit was stopped by ASHA.
     """
-    if search is None or search.search.algorithm == "pbt" or not search.search.asha.enabled:
+    if search is None or asha(search) is None:
         return True
     ended = (last.get("started_at") or 0) + (last.get("epoch_seconds") or 0)
     return ended >= hit["time"] - 2 * (last.get("epoch_seconds") or 0) - 1
@@ -234,7 +207,8 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
         history = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                    for row in df[keep].to_dict("records")]
     trial_id = trial_row_id(result)
-    history = with_recorded_history(history, *recorded_state(run_dir, trial_id), keep=keep_columns)
+    latest, kept = recorded_state(run_dir, trial_id)
+    history = with_recorded_history(history, latest, kept, keep=keep_columns)
     hparams = search.hparams(result.config or {})
     last = history[-1] if history else {}
     best = best_by(history, metric, mode) or {}
@@ -242,6 +216,7 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
         **_row_head(result, search, trial_id, trial_label(trial_id, hparams), hparams, last, best, hit),
         "best_checkpoint": best.get("checkpoint_path"),
         "final_checkpoint": last.get("checkpoint_path"),
+        "resumed_from_epochs": (latest or {}).get("resumed_from_epochs", []),
         "history": [{k: v for k, v in h.items() if k not in ("checkpoint_path", "stop_reason")}
                     for h in history],
     }
@@ -340,7 +315,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
 
     metric, mode = search.search.metric, search.search.mode
     hit = recorded_hit(run_dir) if search.search.stop_at else None
-    make_row = pbt_row if search.search.algorithm == "pbt" else trial_row
+    make_row = pbt_row if algorithm(search.search.algorithm).population else trial_row
     rows = [make_row(result, search, run_dir, hit) for result in result_grid]
     rows.sort(key=lambda r: r["trial_id"])
     best = best_by([r for r in rows if r.get("best_checkpoint")], f"best_{metric}", mode)
@@ -374,7 +349,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
     summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
                "best_val_accuracy", "best_checkpoint"] + sorted({k for r in rows for k in r["config"]})
-    columns += (["copied_from"] if search.search.algorithm == "pbt" else []) + ["learning_rates"]
+    columns += (["copied_from"] if algorithm(search.search.algorithm).population else []) + ["learning_rates"]
     write_csv_atomic(run_dir / SUMMARY_CSV, [{**r, **r["config"], **csv_extras(r)} for r in rows], columns)
     write_json_atomic(run_dir / SUMMARY_JSON, summary)
     summary["summary_file"] = str(run_dir / SUMMARY_JSON)
@@ -464,7 +439,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
 
         stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, str(run_dir / STOP_AT_FILE),
                                                         started))
-    if search.search.algorithm == "pbt":
+    if algorithm(search.search.algorithm).population:
         # PBT draws donors and perturbations from Python's `random`: seeded like the trials
         # (the order results arrive in still varies, so two searches may differ).
         random.seed(search.base.seed)

@@ -105,6 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
     staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
+    resumed_from: list[int] = []  # the epochs this run restarted from: a record of its interruptions
     identity = {"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
                 "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid()}
@@ -119,6 +120,8 @@ def train_loop_per_worker(config: dict) -> None:
                 shutil.copyfile(os.path.join(directory, BEST_WEIGHTS), best_weights_path)
         start_epoch, history = state["epoch"], state["history"]
         early_state, best_value = state.get("early_stopping"), state.get("best_value")
+        if resume.checkpoint is not run.start_checkpoint:  # its own checkpoint, not a PBT donor's
+            resumed_from = [*state.get("resumed_from_epochs", []), start_epoch]
         if not resume.registered:
             report_again(resume, state, identity)
         if state.get("stop_reason"):
@@ -169,6 +172,7 @@ def train_loop_per_worker(config: dict) -> None:
         return {
             "early_stopping": early_stopping.state() if early_stopping else None,
             "best_value": float(best_checkpoint.best),
+            "resumed_from_epochs": resumed_from,
         }
 
     callbacks.append(ReportToRayTrain(

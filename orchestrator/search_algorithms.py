@@ -1,0 +1,98 @@
+"""Search algorithms by name: the one place that knows each one.
+
+An entry says how Ray Tune runs the algorithm: the search algorithm that picks
+the trials, the scheduler it brings (ASHA, when enabled, for one that brings
+none), and what it cannot take. Ray is imported inside the builders only, so
+the spec checks a name without importing Ray. Adding an algorithm is one entry
+here plus its test; the spec, ``--algorithm`` and ``--help`` follow::
+
+    $ orchestrator tune --config jobs/configs/tune_mnist.yaml --algorithm optuna
+    $ orchestrator tune --config jobs/configs/pbt_mnist.yaml      # search.algorithm: pbt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from orchestrator.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestrator.search_space import Search
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One search algorithm.
+
+    Args:
+        help: one line for ``--help``.
+        searcher: ``(search, max_concurrent) -> `` a Tune ``Searcher`` (which trials to run).
+        scheduler: ``(search, max_concurrent) -> `` a Tune ``TrialScheduler`` this
+            algorithm brings; ``None``: ASHA when ``search.asha`` is enabled, else FIFO.
+        limits_concurrency: the searcher holds ``max_concurrent`` itself (Tune ignores
+            ``max_concurrent_trials`` for it, with a warning).
+        enumerates_grids: ``{grid: [...]}`` domains are run in full (a sampler cannot).
+        population: members copy each other's training state (PBT): each trial hands
+            its checkpoints to Tune, and its summary row is its lineage.
+    """
+
+    help: str
+    searcher: Callable[["Search", Optional[int]], Any]
+    scheduler: Optional[Callable[["Search", Optional[int]], Any]] = None
+    limits_concurrency: bool = False
+    enumerates_grids: bool = True
+    population: bool = False
+
+
+def _variants(search: "Search", max_concurrent: Optional[int]):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Seeded like the trials: the same config draws the same trials. Given a
+    # search_alg, Tune ignores max_concurrent_trials, so it is told here.
+    return BasicVariantGenerator(random_state=search.base.seed, max_concurrent=max_concurrent or 0)
+
+
+def _optuna(search: "Search", max_concurrent: Optional[int]):
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UserError("search.algorithm: optuna needs `pip install optuna` "
+                        "(or `pip install -e '.[optuna]'`)") from None
+    from ray.tune.search import create_searcher
+
+    return create_searcher("optuna", seed=search.base.seed)
+
+
+def _pbt(search: "Search", max_concurrent: Optional[int]):
+    from orchestrator.engine.pbt import pbt_scheduler
+
+    return pbt_scheduler(search, max_concurrent)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "random": Algorithm("random draws (and every grid point) of search.space", _variants,
+                        limits_concurrency=True),
+    "optuna": Algorithm("Optuna's TPE sampler (pip install optuna), no grid domains", _optuna,
+                        enumerates_grids=False),
+    "pbt": Algorithm("Population Based Training (search.pbt): members copy the best and perturb its LR",
+                     _variants, scheduler=_pbt, limits_concurrency=True, population=True),
+}
+
+
+def algorithm(name: str) -> Algorithm:
+    """The entry for ``name`` (the spec has checked it exists)."""
+    return ALGORITHMS[name]
+
+
+def asha(search: "Search"):
+    """Ray Tune's ASHA over a trial's epochs, or ``None`` when disabled or the algorithm brings its own."""
+    s = search.search
+    if ALGORITHMS[s.algorithm].scheduler is not None or not s.asha.enabled:
+        return None
+    from ray.tune.schedulers import create_scheduler
+
+    epochs = search.base.training.epochs
+    return create_scheduler("async_hyperband", time_attr="training_iteration", max_t=epochs,
+                            grace_period=min(s.asha.grace_period, epochs),
+                            reduction_factor=s.asha.reduction_factor)
