@@ -20,13 +20,13 @@ recorded: the latest checkpoint's ``state.json`` holds the whole history.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Optional
 
 from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
+from orchestrator.process import use_tf_keras
 from orchestrator.results import FORMAT_VERSION, read_json
 
 RESULT_FILE = "result.json"          # the same names engine.train / engine.tune write
@@ -54,7 +54,7 @@ def _load_keras(path: Path):
     """tf-keras's ``load_model``, with tf-keras selected before TensorFlow is imported."""
     if not path.exists():
         raise FileNotFoundError(f"no model at {path}")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    use_tf_keras()
     import tf_keras  # the Keras the files were written with, whatever tf.keras resolves to
 
     return tf_keras.models.load_model(str(path))

@@ -24,14 +24,11 @@ from typing import Any, Callable, Optional
 
 import click
 
+from orchestrator import process
 from orchestrator.errors import EXIT_USAGE, UserError
 from orchestrator.search_algorithms import ALGORITHMS
 
 EXIT_INTERRUPTED = 130
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _resume_hint() -> str:
@@ -52,8 +49,7 @@ def _user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        # `ray job stop` and schedulers send SIGTERM: stop as cleanly as on Ctrl-C.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        process.sigterm_as_ctrl_c()  # `ray job stop` and schedulers send SIGTERM
         try:
             return fn(*args, **kwargs)
         except UserError as err:
@@ -344,7 +340,7 @@ def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
     from orchestrator.runs import find_run
     from orchestrator.tensorboard_server import serve
 
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the server on `kill` too
+    process.sigterm_as_ctrl_c()  # stop the server on `kill` too
     try:
         info = find_run(storage, name)
         with serve(info.path / TENSORBOARD_DIR, port) as url:

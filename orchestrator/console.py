@@ -33,11 +33,7 @@ import sys
 import tempfile
 from typing import Optional
 
-VERBOSE_ENV = "ORCHESTRATOR_VERBOSE"
-
-# Every process that may import TensorFlow needs tf-keras selected before the
-# import (Keras 3 fails under MultiWorkerMirroredStrategy in Ray Train).
-TF_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+from orchestrator.process import VERBOSE_ENV, use_tf_keras
 
 # C++ lines TensorFlow logs while loading, before absl is initialised: absl's
 # notice about that, INFO lines (I<mmdd> ...: oneDNN, cudart_stub), and the CUDA
@@ -51,21 +47,6 @@ _NOT_IMPROVED = re.compile(r"^Epoch \d+: \S+ did not improve from ")
 
 def is_verbose() -> bool:
     return os.environ.get(VERBOSE_ENV) == "1"
-
-
-def worker_env_vars(verbose: bool) -> dict[str, str]:
-    """The env of every Ray process that may import TensorFlow (Train workers, evaluation tasks)."""
-    return {**TF_ENV_VARS, VERBOSE_ENV: "1" if verbose else "0"}
-
-
-def set_driver_verbosity(verbose: bool) -> None:
-    """This process (and a local Ray started from it, which inherits its env) follows ``verbose``."""
-    os.environ.update(worker_env_vars(verbose))
-    if not verbose:
-        # Tune 2.60's default output prints its experiment box, "View detailed results
-        # here" and a TensorBoard command for its own driver artifacts even at verbose=0;
-        # its older output path prints nothing at verbose=0. The search table replaces both.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def ray_init_logging_level(verbose: bool) -> int:
@@ -108,8 +89,7 @@ def import_tensorflow():
     lines that are not noise (:func:`is_noise`) are written to stderr. Verbose:
     a plain import.
     """
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_ENV_VARS["TF_CPP_MIN_LOG_LEVEL"])
+    use_tf_keras()
     if "tensorflow" in sys.modules or is_verbose():
         import tensorflow as tf
         return tf

@@ -7,7 +7,6 @@ KERAS_HOME, so isolation fixtures cannot hide it.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys

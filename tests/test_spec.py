@@ -6,7 +6,6 @@ import pytest
 from conftest import error_of
 import yaml
 
-from orchestrator.errors import UserError
 from orchestrator.schedules import HoldThenExpDecay, Step
 from orchestrator.spec import build_spec, load_spec, read_yaml
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import error_of
 
-from orchestrator.errors import UserError
 from orchestrator.spec import build_spec
 from orchestrator.tasks import resolve
 from orchestrator.tasks.mnist import keras_cache_path, load_arrays, read_npz, split

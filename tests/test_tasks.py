@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import error_of, run_cli
 
-from orchestrator.errors import UserError
 from orchestrator.search_space import load_search
 from orchestrator.spec import build_spec, load_spec, set_path
 from orchestrator.tasks import Arrays, Task, TaskRef, load, reference, resolve

@@ -13,39 +13,21 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from orchestrator import console
+from orchestrator import console, process
 from orchestrator.errors import UserError
-
-# Every process that may import TensorFlow needs tf-keras selected before the
-# import (Keras 3 fails under MultiWorkerMirroredStrategy in Ray Train); what
-# the console shows is decided in orchestrator/console.py.
-WORKER_ENV_VARS = console.TF_ENV_VARS
 
 
 def worker_runtime_env(verbose: Optional[bool] = None) -> dict:
     """The runtime env of every process that may import TensorFlow; ``verbose`` None: this process's."""
-    return {"env_vars": console.worker_env_vars(console.is_verbose() if verbose is None else verbose)}
+    return {"env_vars": process.worker_env_vars(console.is_verbose() if verbose is None else verbose)}
 
 
 def prepare_process_env(verbose: Optional[bool] = None) -> None:
-    """Set the worker env vars in this (driver) process too; a local Ray's processes inherit them."""
-    console.set_driver_verbosity(console.is_verbose() if verbose is None else verbose)
-    # Train V2 is the default in Ray 2.60; pin it so an inherited setting cannot flip APIs.
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # A worker group that cannot be placed (e.g. after a node died) fails after this
-    # long instead of Train's 60 s; each failure counts against max_failures. Processes
-    # of a local Ray started here inherit it; set it on the nodes of a real cluster.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
-    # Train's controller collects reports by polling the workers (default every 2 s), and
-    # a worker's next report blocks until its last one was collected: with epochs under
-    # 2 s every epoch waited for the poll (README, Benchmark). Train passes this on to
-    # its controller, as the timeout above.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    """This (driver) process's env, which a local Ray inherits: see orchestrator/process.py."""
+    process.prepare_driver(console.is_verbose() if verbose is None else verbose)
 
 
 def connect(address: Optional[str] = None, verbose: Optional[bool] = None) -> bool:
@@ -56,23 +38,16 @@ def connect(address: Optional[str] = None, verbose: Optional[bool] = None) -> bo
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    # ray.init replaces the SIGTERM handler with one that exits at once. The CLI's
-    # handler (SIGTERM, e.g. from `ray job stop`, stops like Ctrl-C: KeyboardInterrupt,
-    # a resume hint, exit 130) is put back; Ray's is kept where there was none.
-    caller_sigterm = (signal.getsignal(signal.SIGTERM)
-                      if threading.current_thread() is threading.main_thread() else None)
     try:
-        if address:
-            ray.init(address=address, log_to_driver=True, runtime_env=_pinned_cluster_env(address),
-                     logging_level=console.ray_init_logging_level(console.is_verbose()))
-            return False
-        _start_local_ray()
-        return True
+        with process.keeping_sigterm():
+            if address:
+                ray.init(address=address, log_to_driver=True, runtime_env=_pinned_cluster_env(address),
+                         logging_level=console.ray_init_logging_level(console.is_verbose()))
+                return False
+            _start_local_ray()
+            return True
     except ConnectionError as exc:
         raise UserError(f"cannot connect to Ray at {address}: {exc}") from None
-    finally:
-        if callable(caller_sigterm):
-            signal.signal(signal.SIGTERM, caller_sigterm)
 
 
 DEFAULT_DASHBOARD_PORT = 8265
@@ -115,9 +90,13 @@ def _start_local_ray(attempts: int = 5) -> None:
                      log_to_driver=True, logging_level=console.ray_init_logging_level(console.is_verbose()),
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
             return
-        except ValueError as exc:  # someone took the port between the probe and Ray's bind
-            if "already occupied" not in str(exc) or attempt == attempts - 1:
+        except Exception as exc:  # someone took the port between the probe and Ray's bind
+            # Ray's own check (ValueError "already occupied"), or the dashboard process
+            # losing the race later ("address already in use"): again on a random port.
+            if not any(text in str(exc) for text in ("already occupied", "address already in use")) \
+                    or attempt == attempts - 1:
                 raise
+            ray.shutdown()
 
 
 def _pinned_cluster_env(address: str) -> Optional[dict]:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator import console, integrity, ownership, storage_errors
+from orchestrator import console, integrity, ownership, process, storage_errors
 from orchestrator.best import best
 from orchestrator.errors import UserError
 from orchestrator.engine import tracking
@@ -209,35 +207,6 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
     )
 
 
-def _note_ctrl_c(trainer) -> list:
-    """Make Ctrl-C during ``trainer.fit()`` end in KeyboardInterrupt, as it does everywhere else.
-
-    In the main thread, ``fit()`` installs Ray Train's own SIGINT handler: it
-    aborts the run (workers stopped, checkpoints kept) and then exits the process
-    with status 1, so the CLI could neither say how to resume nor exit 130. Its
-    abort is kept; the returned list notes the signal, and the exit becomes a
-    KeyboardInterrupt.
-    """
-    interrupted: list = []
-    register = getattr(trainer, "_register_sigint_handler", None)
-    if register is None:  # another Ray version: its handler, if any, is left alone
-        return interrupted
-
-    def register_and_note(controller):
-        register(controller)
-        ray_handler = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            interrupted.append(signum)
-            if callable(ray_handler):
-                ray_handler(signum, frame)
-
-        signal.signal(signal.SIGINT, handler)
-
-    trainer._register_sigint_handler = register_and_note
-    return interrupted
-
-
 def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
     """``trainer.fit()``; when it fails because the cluster shrank, say so in one line.
 
@@ -247,25 +216,16 @@ def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
     """
     from ray.train import TrainingFailedError
 
-    interrupted = _note_ctrl_c(trainer)
-    previous = signal.getsignal(signal.SIGINT)
     try:
-        result = trainer.fit()
-        raise_task_error(result.metrics, Path(trainer.run_config.storage_path) / trainer.run_config.name)
-        return result
-    except SystemExit:
-        if interrupted:
-            raise KeyboardInterrupt("SIGINT") from None
-        raise
+        with process.train_fit_interruptible(trainer):
+            result = trainer.fit()
     except TrainingFailedError:
         scaling = spec.scaling
         check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                    f"{what} (restarting after a failure)")
         raise
-    finally:
-        # Ray Train leaves its handler (bound to a finished run) installed after fit().
-        if previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
+    raise_task_error(result.metrics, Path(trainer.run_config.storage_path) / trainer.run_config.name)
+    return result
 
 
 def raise_task_error(metrics: Optional[dict], run_dir: Optional[Path] = None) -> None:

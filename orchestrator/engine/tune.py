@@ -16,13 +16,9 @@ Tune ends a trial's function without running what follows ``trainer.fit()``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import re
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -32,7 +28,7 @@ from ray.tune.stopper import Stopper
 from orchestrator.best import best as best_by
 from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
-from orchestrator import console, integrity
+from orchestrator import console, integrity, process
 from orchestrator.contract import Trial
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, dashboard_url
 from orchestrator.engine.search_table import SearchTable
@@ -458,7 +454,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
         tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, stopper,
                        callbacks)
     with tracking.ended_on_error(tracker):
-        with ctrl_c_after_graceful_stop():
+        with process.tune_fit_interruptible():
             result_grid = tuner.fit()
         for result in result_grid:  # a task that cannot train stops the search at its first trial
             raise_task_error(result.metrics)
@@ -496,40 +492,3 @@ def check_search_resumable(run_dir: Path) -> None:
     trials = run_dir / TRIALS_DIR
     for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
         check_resumable(trial_dir, what="trial")
-
-
-@contextlib.contextmanager
-def ctrl_c_after_graceful_stop():
-    """Ctrl-C during ``tuner.fit()``: Tune's graceful stop, then KeyboardInterrupt.
-
-    Tune's own SIGINT handler stops the trials and saves its state, but then
-    ``fit()`` returns as if the search were done: a summary would be written,
-    mark the search finished and refuse ``--resume``. Here the first Ctrl-C is
-    noted and passed to Tune as SIGUSR1 (the same graceful stop), and the
-    interruption is raised once ``fit()`` returns; a second Ctrl-C interrupts at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; Tune installs none elsewhere either
-        return
-    noted: list[int] = []
-
-    def note_and_stop_gracefully(signum, frame):
-        noted.append(signum)
-        if len(noted) == 1 and callable(signal.getsignal(signal.SIGUSR1)):  # Tune's, once it runs
-            os.kill(os.getpid(), signal.SIGUSR1)
-        else:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune leaves SIGINT to the handler above
-    previous = signal.signal(signal.SIGINT, note_and_stop_gracefully)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if saved_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
-    if noted:
-        raise KeyboardInterrupt("search interrupted; Tune saved its state for --resume")

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from orchestrator.errors import UserError
+from orchestrator.process import use_tf_keras
 from orchestrator.tasks.task import Arrays, Task
 
 EXPECTED = {
@@ -99,7 +100,7 @@ def _download() -> dict[str, np.ndarray]:
     import shutil
     import tempfile
 
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_tf_keras()
     with tempfile.TemporaryDirectory(prefix="orchestrator-mnist-") as tmp:
         try:
             import tf_keras

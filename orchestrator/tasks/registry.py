@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.errors import UserError
+from orchestrator.process import use_tf_keras
 from orchestrator.tasks.task import Task
 
 BUILTIN = {
@@ -81,7 +82,7 @@ def load(ref: TaskRef | str) -> Task:
         return _LOADED[ref]
     # A task module may import TensorFlow at its top: it must get tf-keras (Keras 3
     # fails under MultiWorkerMirroredStrategy), whichever process imports it first.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_tf_keras()
     name = BUILTIN.get(ref.name, ref.name)
     if ":" not in name and not _is_file(name):
         raise UserError(f"task {ref.name!r}: no such built-in task; built-ins: {', '.join(BUILTIN)}; "

@@ -1,16 +1,15 @@
 """The Keras side: what runs inside each Ray Train worker process.
 
-Everything under this package imports TensorFlow, and must see
-``TF_USE_LEGACY_KERAS=1`` first: TF 2.21's default Keras 3 fails under
-``MultiWorkerMirroredStrategy`` inside Ray Train (``PerReplica`` conversion
-error), tf-keras does not. Importing this package sets it, so
+Everything under this package imports TensorFlow, with tf-keras selected
+first (``orchestrator.process.use_tf_keras``): importing this package is the
+documented entry point that does it, so
 ``from orchestrator.worker.loop import train_loop_per_worker`` is safe in any
 process. The driver never needs to import it.
 """
 
-import os
+from orchestrator.process import use_tf_keras
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+use_tf_keras()
 
 from orchestrator.console import import_tensorflow  # noqa: E402
 

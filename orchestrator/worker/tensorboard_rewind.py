@@ -65,7 +65,7 @@ def rewind_run_dir(directory: Path, epoch: int, iterations: int) -> int:
     for path in files:
         for raw in RawEventFileLoader(str(path)).Load():  # a torn last record ends the file
             records.append((raw, event_pb2.Event.FromString(raw)))
-    kept, seen, version_seen = [], set(), False
+    kept, seen = [], set()
     for raw, event in reversed(records):  # the last write of a (tag, step) wins
         if event.HasField("file_version"):
             continue
