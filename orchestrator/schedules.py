@@ -32,6 +32,10 @@ class _Schedule(BaseModel):
     def __call__(self, epoch: int, base_lr: float) -> float:
         raise NotImplementedError
 
+    def for_run(self, epochs: int) -> "_Schedule":
+        """This schedule with every default that depends on the run's length filled in."""
+        return self
+
     def short(self) -> str:
         """A compact label for run names, e.g. ``step(drop=0.5,every=3)``."""
         params = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -94,6 +98,9 @@ class Cosine(_Schedule):
     name: Literal["cosine"] = "cosine"
     decay_epochs: Optional[int] = Field(None, ge=1, examples=[20])
     min_fraction: float = Field(0.0, ge=0, le=1, examples=[0.01])
+
+    def for_run(self, epochs: int) -> "Cosine":
+        return self if self.decay_epochs is not None else self.model_copy(update={"decay_epochs": epochs})
 
     def __call__(self, epoch: int, base_lr: float) -> float:
         span = self.decay_epochs or 1

@@ -160,10 +160,10 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _check(self):
-        # A cosine schedule without its own span decays over the whole run.
-        if getattr(self.lr_schedule, "name", None) == "cosine" and self.lr_schedule.decay_epochs is None:
-            object.__setattr__(self, "lr_schedule",
-                               self.lr_schedule.model_copy(update={"decay_epochs": self.training.epochs}))
+        # Defaults that depend on the run's length (e.g. a cosine's span) are the schedule's to fill.
+        schedule = self.lr_schedule.for_run(self.training.epochs)
+        if schedule is not self.lr_schedule:
+            object.__setattr__(self, "lr_schedule", schedule)  # frozen: set once, while validating
         return self
 
     def global_batch_size(self, replicas: int) -> int:
