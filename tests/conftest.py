@@ -124,3 +124,27 @@ def small_run_config(seed: int) -> dict:
         "checkpoint": {"keep_best": 1},
         "scaling": {"workers": 1},
     }
+
+
+def search_config(space: dict, *, epochs: int, batch_size: int = 64, train_examples: int = 3000,
+                  early_stopping: dict | None = None, tensorboard: dict | None = None,
+                  extra: dict | None = None, **search) -> dict:
+    """A small search for tests: seed 3, MNIST slices, one worker per trial, two trials at a time."""
+    return {
+        "seed": 3,
+        "training": {"epochs": epochs, "batch_size_per_worker": batch_size, "verbose": 0},
+        "early_stopping": early_stopping or {"enabled": False},
+        "checkpoint": {"keep_best": 1},
+        "tensorboard": tensorboard or {"histogram_freq": 0},
+        "data": {"train_examples": train_examples, "validation_examples": 1000, "test_examples": 1000},
+        **(extra or {}),
+        "search": {"samples": 1, "workers_per_trial": 1, "max_concurrent": 2, **search, "space": space},
+    }
+
+
+def pbt_search_config(epochs: int, interval: int = 2) -> dict:
+    """A PBT population of 2 (a good and a far too large LR), perturbed every ``interval`` epochs."""
+    return search_config({"optimizer.learning_rate": {"grid": [0.002, 0.3]}}, epochs=epochs,
+                         tensorboard={"histogram_freq": 0, "write_graph": False},
+                         extra={"lr_schedule": {"name": "constant"}}, algorithm="pbt",
+                         pbt={"perturbation_interval": interval, "quantile": 0.5, "resample_probability": 0.0})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -67,30 +68,39 @@ def _interrupted_run_with_corrupt_checkpoint(storage: Path, name: str) -> Path:
     return run
 
 
+def _train(config: str, *flags: str) -> Callable[[Path], list[str]]:
+    """argv of ``train --config <config written to the test's directory> flags...``."""
+    return lambda t: ["train", "--config", str(_write(t / "c.yaml", config)), *flags]
+
+
+def _tune(config: str, *flags: str) -> Callable[[Path], list[str]]:
+    return lambda t: ["tune", "--config", str(_write(t / "c.yaml", config)), *flags]
+
+
 # (id, argv builder, expected fragment of the one-line message)
 CASES = [
-    ("malformed-yaml", lambda t: ["train", "--config", str(_write(t / "c.yaml", "training: {epochs: 2\n"))],
+    ("malformed-yaml", _train("training: {epochs: 2\n"),
      "malformed YAML"),
-    ("unknown-key", lambda t: ["train", "--config", str(_write(t / "c.yaml", "trainin: {epochs: 2}\n"))],
+    ("unknown-key", _train("trainin: {epochs: 2}\n"),
      "trainin: unknown key; valid keys:"),
-    ("wrong-type", lambda t: ["train", "--config", str(_write(t / "c.yaml", "scaling: {workers: two}\n"))],
+    ("wrong-type", _train("scaling: {workers: two}\n"),
      "scaling.workers"),
     ("epochs-zero", lambda t: ["train", "--epochs", "0"], "training.epochs"),
-    ("patience-zero", lambda t: ["train", "--config", str(_write(t / "c.yaml", "early_stopping: {patience: 0}\n"))],
+    ("patience-zero", _train("early_stopping: {patience: 0}\n"),
      "early_stopping.patience"),
     ("workers-zero", lambda t: ["train", "--workers", "0"], "scaling.workers"),
     ("batch-zero", lambda t: ["train", "--batch-size", "0"], "training.batch_size_per_worker"),
-    ("lr-negative", lambda t: ["train", "--config", str(_write(t / "c.yaml", "optimizer: {learning_rate: -0.1}\n"))],
+    ("lr-negative", _train("optimizer: {learning_rate: -0.1}\n"),
      "optimizer.learning_rate"),
-    ("unknown-schedule", lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: warmup}\n"))],
+    ("unknown-schedule", _train("lr_schedule: {name: warmup}\n"),
      "unknown schedule 'warmup'; valid: constant, hold_then_exp_decay, step, cosine"),
     ("schedule-parameter-of-another-family",
-     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: step, rate: 0.1}\n"))],
+     _train("lr_schedule: {name: step, rate: 0.1}\n"),
      "lr_schedule.rate: unknown key"),
-    ("empty-search-space", lambda t: ["tune", "--config", str(_write(t / "c.yaml", "search: {space: {}}\n"))],
+    ("empty-search-space", _tune("search: {space: {}}\n"),
      "search.space"),
     ("unknown-schedule-in-space",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", "search: {space: {lr_schedule: {linear: {}}}}\n"))],
+     _tune("search: {space: {lr_schedule: {linear: {}}}}\n"),
      "search.space.lr_schedule.linear: unknown schedule"),
     ("data-missing", lambda t: ["train", "--data", str(t / "nowhere.npz")], "nowhere.npz"),
     ("data-wrong-keys", lambda t: ["train", "--data", str(_npz(t / "d.npz", y_test=None))], "lacks keys ['y_test']"),
@@ -117,38 +127,37 @@ CASES = [
     ("name-with-slash", lambda t: ["train", "--name", "a/b"], "name: must be letters"),
     ("tune-without-config", lambda t: ["tune"], "tune needs --config"),
     ("piecewise-non-increasing-epochs",
-     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: piecewise, "
-                                                             "breakpoints: [[0, 0.01], [5, 0.001], [3, 0.0001]]}\n"))],
+     _train("lr_schedule: {name: piecewise, breakpoints: [[0, 0.01], [5, 0.001], [3, 0.0001]]}\n"),
      "lr_schedule.breakpoints: epochs must increase, got 3 after 5"),
     ("piecewise-negative-lr",
-     lambda t: ["train", "--config", str(_write(t / "c.yaml", "lr_schedule: {name: piecewise, lrs: [0.01, -0.001]}\n"))],
+     _train("lr_schedule: {name: piecewise, lrs: [0.01, -0.001]}\n"),
      "lr_schedule.lrs: every learning rate must be > 0, got -0.001"),
     ("pbt-population-of-one",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE)), "--samples", "1"],
+     _tune(PBT_TUNE, "--samples", "1"),
      "search.samples: PBT needs a population of at least 2, got 1"),
     ("pbt-interval-zero",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {perturbation_interval: 0}\n"))],
+     _tune(PBT_TUNE + "  pbt: {perturbation_interval: 0}\n"),
      "search.pbt.perturbation_interval: Input should be greater than or equal to 1"),
     ("pbt-interval-longer-than-training",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {perturbation_interval: 6}\n"))],
+     _tune(PBT_TUNE + "  pbt: {perturbation_interval: 6}\n"),
      "search.pbt.perturbation_interval: 6 epochs leaves no perturbation within training.epochs (4)"),
     ("pbt-mutates-a-parameter-not-searched",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  pbt: {mutate: [optimizer.momentum]}\n"))],
+     _tune(PBT_TUNE + "  pbt: {mutate: [optimizer.momentum]}\n"),
      "search.pbt.mutate: 'optimizer.momentum' is not a searched parameter of search.space"),
     ("pbt-with-asha",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", PBT_TUNE + "  asha: {grace_period: 2}\n"))],
+     _tune(PBT_TUNE + "  asha: {grace_period: 2}\n"),
      "search.asha: PBT cannot be combined with ASHA"),
     ("pbt-section-without-pbt",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE + "  pbt: {perturbation_interval: 1}\n"))],
+     _tune(GOOD_TUNE + "  pbt: {perturbation_interval: 1}\n"),
      "search.pbt: only used with `algorithm: pbt`"),
     ("stop-at-unknown-metric",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_f1=0.9"],
+     _tune(GOOD_TUNE, "--stop-at", "val_f1=0.9"),
      "search.stop_at: 'val_f1' is not a metric trials report"),
     ("stop-at-accuracy-above-one",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_accuracy=98"],
+     _tune(GOOD_TUNE, "--stop-at", "val_accuracy=98"),
      "an accuracy target is in (0, 1], got val_accuracy: 98.0"),
     ("stop-at-not-a-pair",
-     lambda t: ["tune", "--config", str(_write(t / "c.yaml", GOOD_TUNE)), "--stop-at", "val_accuracy"],
+     _tune(GOOD_TUNE, "--stop-at", "val_accuracy"),
      "--stop-at 'val_accuracy': give METRIC=VALUE"),
 ]
 

@@ -15,26 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import pbt_search_config
 
 EPOCHS = 5
 INTERVAL = 2
-PBT_CONFIG = {
-    "seed": 3,
-    "training": {"epochs": EPOCHS, "batch_size_per_worker": 64, "verbose": 0},
-    "early_stopping": {"enabled": False},
-    "lr_schedule": {"name": "constant"},
-    "checkpoint": {"keep_best": 1},
-    "tensorboard": {"histogram_freq": 0, "write_graph": False},
-    "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
-    "search": {
-        "algorithm": "pbt",
-        "samples": 1,
-        "workers_per_trial": 1,
-        "max_concurrent": 2,
-        "pbt": {"perturbation_interval": INTERVAL, "quantile": 0.5, "resample_probability": 0.0},
-        "space": {"optimizer.learning_rate": {"grid": [0.002, 0.3]}},
-    },
-}
+PBT_CONFIG = pbt_search_config(EPOCHS, INTERVAL)
 
 
 @pytest.fixture(scope="module")

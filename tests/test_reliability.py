@@ -29,6 +29,7 @@ from typing import Callable, Optional
 
 import pytest
 import yaml
+from conftest import pbt_search_config, search_config
 
 from orchestrator.schedules import HoldThenExpDecay
 
@@ -45,25 +46,10 @@ TRAIN_CONFIG = {
 }
 SCHEDULE = HoldThenExpDecay(hold_epochs=2, rate=0.5)
 
-SEARCH_CONFIG = {
-    "seed": 3,
-    # Epochs of about a second even on an idle machine: a kill can land while a trial runs.
-    "training": {"epochs": 4, "batch_size_per_worker": 16, "verbose": 0},
-    "early_stopping": {"enabled": False},
-    "checkpoint": {"keep_best": 1},
-    "tensorboard": {"histogram_freq": 0},
-    "data": {"train_examples": 12000, "validation_examples": 1000, "test_examples": 1000},
-    "search": {
-        "samples": 1,
-        "workers_per_trial": 1,
-        "max_concurrent": 2,
-        "asha": {"enabled": False},
-        "space": {
-            "optimizer.learning_rate": {"grid": [0.004, 0.002, 0.001, 0.0005]},
-            "lr_schedule": {"constant": {}},
-        },
-    },
-}
+# Epochs of about a second even on an idle machine: a kill can land while a trial runs.
+SEARCH_CONFIG = search_config({"optimizer.learning_rate": {"grid": [0.004, 0.002, 0.001, 0.0005]},
+                               "lr_schedule": {"constant": {}}},
+                              epochs=4, batch_size=16, train_examples=12000, asha={"enabled": False})
 
 RUN_TIMEOUT = 420      # one whole CLI run: ~40 s alone, past 200 s on a 2-core machine shared with other runs
 STOP_TIMEOUT = 30      # Ctrl-C to exit, as a user waits for it
@@ -396,20 +382,7 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
     assert Path(summary["evaluation"]["exported_model"]).is_file()
 
 
-PBT_SEARCH_CONFIG = {
-    "seed": 3,
-    "training": {"epochs": 6, "batch_size_per_worker": 64, "verbose": 0},
-    "early_stopping": {"enabled": False},
-    "lr_schedule": {"name": "constant"},
-    "checkpoint": {"keep_best": 1},
-    "tensorboard": {"histogram_freq": 0, "write_graph": False},
-    "data": {"train_examples": 3000, "validation_examples": 1000, "test_examples": 1000},
-    "search": {
-        "algorithm": "pbt", "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
-        "pbt": {"perturbation_interval": 2, "quantile": 0.5, "resample_probability": 0.0},
-        "space": {"optimizer.learning_rate": {"grid": [0.002, 0.3]}},
-    },
-}
+PBT_SEARCH_CONFIG = pbt_search_config(epochs=6)
 
 
 def recorded_copies(run_dir: Path) -> list[dict]:
@@ -733,6 +706,19 @@ def each_checkpoint(run_dir: Path, damage: Callable[[Path], Path]) -> Path:
     return hit[-1]
 
 
+def assert_resume_refused(command: str, config: Path, run_dir: Path, damaged: Path) -> None:
+    """``--resume`` of a damaged run or search: one line naming the file, exit 2, nothing changed."""
+    before = listing(run_dir)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", command, "--config", str(config),
+                          "--storage", str(run_dir.parent), "--name", run_dir.name, "--resume"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert listing(run_dir) == before, f"a refused {command} changed {run_dir}"
+
+
 TRAIN_DAMAGE = {
     "weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "weights.h5")),
     "best.weights.h5 truncated": lambda d: each_checkpoint(d, lambda c: truncate(c / "best.weights.h5")),
@@ -744,25 +730,6 @@ TRAIN_DAMAGE = {
         truncate(d / "checkpoint_manager_snapshot.json"))[1],
     "result.json cut in half": lambda d: truncate(d / "result.json"),
 }
-
-
-@pytest.mark.parametrize("damage", list(TRAIN_DAMAGE))
-def test_a_damaged_run_file_is_refused_in_one_line_naming_it(finished_run, tmp_path, damage):
-    config, made = finished_run
-    run_dir = tmp_path / "results" / "damaged"
-    shutil.copytree(made, run_dir)
-    if damage != "result.json cut in half":
-        (run_dir / "result.json").unlink()  # an interrupted run: what --resume is for
-    damaged = TRAIN_DAMAGE[damage](run_dir)
-    before = listing(run_dir)
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "--config", str(config),
-                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr
-    assert listing(run_dir) == before, "a refused command changed the run"
 
 
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(cli, finished_run, tmp_path):
@@ -798,22 +765,16 @@ SEARCH_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", list(SEARCH_DAMAGE))
-def test_a_damaged_search_file_is_refused_in_one_line_naming_it(finished_search, tmp_path, damage):
-    config, made = finished_search
+@pytest.mark.parametrize("command, damage", [("train", d) for d in TRAIN_DAMAGE] + [("tune", d) for d in SEARCH_DAMAGE])
+def test_a_damaged_file_is_refused_in_one_line_naming_it(request, tmp_path, command, damage):
+    finished, final, table = {"train": ("finished_run", "result.json", TRAIN_DAMAGE),
+                              "tune": ("finished_search", "summary.json", SEARCH_DAMAGE)}[command]
+    config, made = request.getfixturevalue(finished)
     run_dir = tmp_path / "results" / "damaged"
     shutil.copytree(made, run_dir)
-    if damage != "summary.json cut in half":
-        (run_dir / "summary.json").unlink()
-    damaged = SEARCH_DAMAGE[damage](run_dir)
-    before = listing(run_dir)
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(config),
-                          "--storage", str(tmp_path / "results"), "--name", "damaged", "--resume"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert out.stderr.startswith("error: ") and str(damaged) in out.stderr, out.stderr
-    assert listing(run_dir) == before, "a refused command changed the search"
+    if damage != f"{final} cut in half":
+        (run_dir / final).unlink()  # an interrupted run or search: what --resume is for
+    assert_resume_refused(command, config, run_dir, table[damage](run_dir))
 
 
 # ------------------------------------------------------------ 7. full disk

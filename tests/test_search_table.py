@@ -6,7 +6,8 @@ import io
 import pickle
 import types
 
-from orchestrator.engine.search_table import SearchTable, stop_reason
+from orchestrator.engine.search_table import SearchTable
+from orchestrator.stop_reasons import in_words, stop_reason
 from orchestrator.search_space import load_search
 from orchestrator.spec import read_yaml
 
@@ -17,11 +18,22 @@ def trial(i: int, status: str):
         "schedule_params": {"step": {"drop": 0.5, "every": 2}, "cosine": {"min_fraction": 0.01}}})
 
 
-def test_stop_reasons_from_the_last_report():
-    assert stop_reason({"epoch": 3, "stop_reason": "early_stopping"}, 20) == "EarlyStopping at epoch 3"
-    assert stop_reason({"epoch": 2, "stop_reason": None}, 20) == "ASHA at epoch 2"
-    assert stop_reason({"epoch": 20, "stop_reason": "max_epochs"}, 20) == "max epochs (20)"
-    assert stop_reason({}, 20, error=True) == "error"
+def test_stop_reasons_from_the_last_report_in_the_summarys_and_the_consoles_words():
+    cases = [
+        (dict(last={"epoch": 3, "stop_reason": "early_stopping"}),
+         "early_stopping (patience) at epoch 3", "EarlyStopping at epoch 3"),
+        (dict(last={"epoch": 2, "stop_reason": None}), "asha at epoch 2", "ASHA at epoch 2"),
+        (dict(last={"epoch": 2}, scheduler_stops=False), "stopped at epoch 2", "stopped at epoch 2"),
+        (dict(last={"epoch": 20, "stop_reason": "max_epochs"}), "max_epochs (20)", "max epochs (20)"),
+        (dict(last={"epoch": 4}, stop_at_trial="t_00001"),
+         "stop_at (trial t_00001 reached the target) at epoch 4", "stopped: trial t_00001 reached the target at epoch 4"),
+        (dict(last={}, error=ValueError("bad\nworse")), "error: ValueError: bad", "error"),
+        (dict(last={}), "not started", "not started"),
+    ]
+    for kwargs, recorded, words in cases:
+        last = kwargs.pop("last")
+        assert stop_reason(last, 20, **kwargs) == recorded
+        assert in_words(recorded) == words
 
 
 def test_counts_finished_lines_best_and_final_table():

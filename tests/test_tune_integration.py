@@ -20,26 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import validation_loss_of
+from conftest import search_config, validation_loss_of
 
-SEARCH_CONFIG = {
-    "seed": 3,
-    "training": {"epochs": 4, "batch_size_per_worker": 64, "verbose": 0},
-    "early_stopping": {"patience": 2, "min_delta": 0.5},
-    "checkpoint": {"keep_best": 1},
-    "tensorboard": {"histogram_freq": 1},
-    "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
-    "search": {
-        "samples": 1,
-        "workers_per_trial": 1,
-        "max_concurrent": 2,
-        "asha": {"grace_period": 1, "reduction_factor": 2},
-        "space": {
-            "optimizer.learning_rate": {"grid": [0.002, 0.001, 40.0, 80.0]},
-            "lr_schedule": {"constant": {}},
-        },
-    },
-}
+SEARCH_CONFIG = search_config({"optimizer.learning_rate": {"grid": [0.002, 0.001, 40.0, 80.0]},
+                               "lr_schedule": {"constant": {}}},
+                              epochs=4, train_examples=4000, early_stopping={"patience": 2, "min_delta": 0.5},
+                              tensorboard={"histogram_freq": 1}, asha={"grace_period": 1, "reduction_factor": 2})
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ from typing import Optional
 from ray.tune import Callback
 
 from orchestrator.best import best
+from orchestrator.search_algorithms import asha
 from orchestrator.search_space import Search
+from orchestrator.stop_reasons import in_words, stop_reason
 
 
 def short_config(hparams: dict) -> str:
@@ -30,19 +32,6 @@ def short_config(hparams: dict) -> str:
                  "lr_schedule": "sched"}.get(key, key.rsplit(".", 1)[-1] if key.count(".") > 1 else key)
         parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
     return " ".join(parts)
-
-
-def stop_reason(last: dict, max_epochs: int, error: bool = False) -> str:
-    """Why a trial ended, from its last reported epoch (as the summary says it)."""
-    if error:
-        return "error"
-    if last.get("stop_reason") == "early_stopping":
-        return f"EarlyStopping at epoch {last.get('epoch')}"
-    if last.get("stop_reason") == "max_epochs" or (last.get("epoch") or 0) >= max_epochs:
-        return f"max epochs ({max_epochs})"
-    if last.get("epoch") is not None:
-        return f"ASHA at epoch {last.get('epoch')}"
-    return "not started"
 
 
 class SearchTable(Callback):
@@ -62,6 +51,7 @@ class SearchTable(Callback):
         self.search = search
         self.metric, self.mode = search.search.metric, search.search.mode
         self.max_epochs = search.base.training.epochs
+        self.scheduler_stops = asha(search) is not None
         self.samples = samples
         self.concurrent = max(1, concurrent)
         self.stream = stream
@@ -109,7 +99,8 @@ class SearchTable(Callback):
         self._refresh(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._ended(trial, stop_reason(self.last.get(trial.trial_id, {}), self.max_epochs), trials)
+        self._ended(trial, in_words(stop_reason(self.last.get(trial.trial_id, {}), self.max_epochs,
+                                                scheduler_stops=self.scheduler_stops)), trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, "error", trials)

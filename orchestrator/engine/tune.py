@@ -38,6 +38,7 @@ from orchestrator.errors import UserError
 from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_algorithms import algorithm, asha
 from orchestrator.search_space import Search
+from orchestrator.stop_reasons import stop_reason
 from orchestrator.tasks import TaskRef
 
 SUMMARY_JSON = "summary.json"
@@ -123,23 +124,6 @@ def trial_count(param_space: dict, samples: int) -> int:
 
 
 # ----------------------------------------------------------------- summary
-
-def _stop_reason(result, last: dict, max_epochs: int, search: Optional[Search] = None,
-                 hit: Optional[dict] = None) -> str:
-    if result.error is not None:
-        first_line = str(result.error).strip().splitlines()[0] if str(result.error).strip() else ""
-        return f"error: {type(result.error).__name__}: {first_line}"[:300]
-    reason = last.get("stop_reason")
-    if reason == "early_stopping":
-        return f"early_stopping (patience) at epoch {last.get('epoch')}"
-    if reason == "max_epochs":
-        return f"max_epochs ({max_epochs})"
-    if last.get("epoch") is not None:
-        if hit is not None and _running_at(last, hit, search):
-            return f"stop_at (trial {hit['trial_id']} reached the target) at epoch {last.get('epoch')}"
-        return f"asha at epoch {last.get('epoch')}"
-    return "not started"
-
 
 def _running_at(last: dict, hit: dict, search: Optional[Search]) -> bool:
     """Whether a trial that did not end by itself was still running when stop_at ended the search.
@@ -228,7 +212,9 @@ def _row_head(result, search: Search, trial_id: str, label: str, hparams: dict, 
         "status": "ERROR" if result.error is not None else "TERMINATED",
         "config": hparams,
         "epochs_run": int(last.get("epoch") or 0),
-        "stop_reason": _stop_reason(result, last, search.base.training.epochs, search, hit),
+        "stop_reason": stop_reason(last, search.base.training.epochs, error=result.error,
+                                   stop_at_trial=hit["trial_id"] if hit and _running_at(last, hit, search) else None,
+                                   scheduler_stops=asha(search) is not None),
         "best_epoch": best.get("epoch"),
         f"best_{metric}": best.get(metric),
         "best_val_accuracy": best.get("val_accuracy"),
