@@ -63,6 +63,14 @@ def filesystem_state(path: Optional[str | Path]) -> Optional[str]:
     return None
 
 
+def raise_if_full_or_read_only(path: Optional[str | Path]) -> None:
+    """An ``OSError`` (ENOSPC / EROFS) naming ``path`` if its filesystem is full or read-only now."""
+    cause = filesystem_state(path)
+    if cause is not None:
+        code = {NO_SPACE: errno.ENOSPC, READ_ONLY: errno.EROFS}[cause]
+        raise OSError(code, cause, str(path))
+
+
 def storage_cause(exc: BaseException, path: Optional[str | Path] = None) -> Optional[str]:
     """Why ``exc`` happened if storage is the cause (e.g. ``"no space left on device"``), else None."""
     text = []

@@ -841,6 +841,49 @@ def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+FULL_DISK_SEARCH = search_config({"optimizer.learning_rate": {"grid": [0.002, 0.001, 0.003]}},
+                                 epochs=3, train_examples=2000, asha={"enabled": False})
+
+
+def test_a_search_on_a_full_disk_stops_in_one_line_and_resumes_once_enlarged(cli, tmp_path, mnist_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # Room for a few checkpoints and events of the first two trials, not for three trials.
+    mounted = _mount_tmpfs(disk, "12m")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (the test needs root): {mounted.stderr.strip()}")
+    started: list[Cli] = []
+    try:
+        config = write_config(tmp_path, FULL_DISK_SEARCH, mnist_path, "search.yaml")
+        run_dir = disk / "full"
+        search = cli("tune", "--config", str(config), "--storage", str(disk), "--name", "full", tag="full")
+        started.append(search)
+        assert search.wait(RUN_TIMEOUT, "end on the full disk") == 2, search.output_tail()
+        last = search.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: cannot write {disk}") and "no space left on device (ENOSPC)" in last, \
+            search.output_tail()
+        assert "free space, then resume with: orchestrator tune" in last and last.endswith("--resume"), last
+        assert not (run_dir / "summary.json").exists()
+
+        enlarged = _mount_tmpfs(disk, "96m", remount=True)
+        assert enlarged.returncode == 0, enlarged.stderr
+        resumed = cli(*shlex.split(last.split("resume with: orchestrator ", 1)[1]), tag="resume")
+        started.append(resumed)
+        assert resumed.wait(RUN_TIMEOUT, "finish once the disk was enlarged") == 0, resumed.output_tail()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        # Every trial ran, once, to its end: the one the disk stopped, those it never started.
+        assert sorted(r["config"]["optimizer.learning_rate"] for r in summary["results"]) == [0.001, 0.002, 0.003]
+        for row in summary["results"]:
+            assert row["status"] == "TERMINATED" and row["stop_reason"] == "max_epochs (3)", row
+            assert [h["epoch"] for h in row["history"]] == [1, 2, 3], row
+    finally:
+        for command in started:  # nothing of the runs may hold the mount
+            command.kill_group()
+            command.wait_group_gone(30)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 # ------------------------------------------------------------ 8. chaos during a search
 
 CHAOS_SEARCH = {

@@ -17,21 +17,26 @@ Tune ends a trial's function without running what follows ``trainer.fit()``.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from orchestrator.best import best as best_by
 from orchestrator.engine import tracking
 from orchestrator.engine.hparams import write_experiment_summary
-from orchestrator import console, integrity, process
+from orchestrator import console, integrity, process, storage_errors
 from orchestrator.contract import Trial
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, dashboard_url
 from orchestrator.engine.search_table import SearchTable
+from orchestrator.engine.tune_state import KeepCompleteTuneState, restore_cut_state
 from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
                                        load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
@@ -413,7 +418,8 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
     trainable = _trainable(search, task, data_ref, run_dir)
     started = time.time()
-    stopper = StopOnTaskError()
+    hopeless = StopWhenHopeless(str(run_dir))
+    stopper = hopeless
     if search.search.stop_at:
         from ray.tune.stopper import CombinedStopper
 
@@ -433,15 +439,23 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
             tracker.safely("ending the MLflow run", lambda: tracker.finish("FAILED"))
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
-        callbacks = None
+        callbacks = [hopeless, KeepCompleteTuneState(str(run_dir))]
         if tracker:  # live per-epoch tracking of each trial (a resumed search is logged from its summary)
             from orchestrator.engine.mlflow_tune import callback_for
-            callbacks = [callback_for(tracker, search)]
+            callbacks.append(callback_for(tracker, search))
         tuner = _tuner(search, trainable, run_dir, samples or search.search.samples, concurrent, stopper,
                        callbacks)
     with tracking.ended_on_error(tracker):
-        with process.tune_fit_interruptible():
-            result_grid = tuner.fit()
+        try:
+            with process.tune_fit_interruptible():
+                result_grid = tuner.fit()
+        except Exception:
+            # A full disk can cut Tune's own files (a trial's pickled error), and Tune then
+            # fails reading them: the storage is the cause to report.
+            storage_errors.raise_if_full_or_read_only(run_dir)
+            raise
+        if any(result.error is not None for result in result_grid):
+            storage_errors.raise_if_full_or_read_only(run_dir)  # before a summary that cannot be written
         for result in result_grid:  # a task that cannot train stops the search at its first trial
             raise_task_error(result.metrics)
         summary = summarize(result_grid, search, task, run_dir, data_ref, time.time() - started,
@@ -451,18 +465,38 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     return summary
 
 
-class StopOnTaskError(Stopper):
-    """A Tune stopper: the first trial whose workers found the task unusable ends the whole search."""
+class StopWhenHopeless(Stopper, Callback):
+    """A Tune stopper (and callback): the first trial that no other trial can get past ends the search.
 
-    def __init__(self):
-        self.failed = False
+    - A task the workers found unusable (they report ``task_error``): every trial
+      is stopped for good; the driver reports the task's error.
+    - A full or read-only storage, where every trial writes its checkpoints, so
+      the others would fail the same way one by one: Tune's own graceful stop
+      (as on Ctrl-C, SIGUSR1), which keeps every trial resumable; the driver then
+      reports the storage in one line with the command to resume once freed.
+
+    Errors that are a trial's own (a diverging LR, a lost worker) leave the search running.
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.task_failed = False
+        self.storage_failed = False
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        self.failed = self.failed or bool(result.get("task_error"))
-        return self.failed
+        self.task_failed = self.task_failed or bool(result.get("task_error"))
+        return self.task_failed
 
     def stop_all(self) -> bool:
-        return self.failed
+        return self.task_failed
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # The filesystem itself, not the trial's error file, which a full disk may have cut.
+        if self.storage_failed or storage_errors.filesystem_state(self.run_dir) is None:
+            return
+        self.storage_failed = True
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler, in the driver's main thread
+            os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def check_search_resumable(run_dir: Path) -> None:
@@ -470,6 +504,9 @@ def check_search_resumable(run_dir: Path) -> None:
     if not (run_dir / "tuner.pkl").exists() and not any(run_dir.glob("experiment_state-*.json")) \
             and not (run_dir / TRIALS_DIR).exists():
         return  # interrupted before Tune wrote anything: refused below as "nothing to resume"
+    note = restore_cut_state(run_dir)
+    if note:
+        print(f"[orchestrator] search {run_dir.name!r}: {note}", file=sys.stderr, flush=True)
     try:
         integrity.check_tune_state(run_dir)
     except integrity.CorruptFile as exc:
