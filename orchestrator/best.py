@@ -29,3 +29,17 @@ def best(items: Iterable[T], metric: Optional[str] = None, mode: str = "min",
         return None
     pick = min if mode == "min" else max
     return pick(scored, key=lambda vi: vi[0])[1]
+
+
+# Recorded beside a trial's best value of the search's metric, at that same epoch.
+ALSO_AT_BEST = ("val_loss", "val_accuracy")
+
+
+def trial_metrics(metric: str) -> tuple[str, ...]:
+    """What each trial records for comparison (TensorBoard's HParams): ``best_<metric>``, the
+    ``val_loss`` and ``val_accuracy`` of that epoch, and ``epochs_run``.
+
+    >>> trial_metrics("val_accuracy")
+    ('best_val_accuracy', 'best_val_loss', 'epochs_run')
+    """
+    return (f"best_{metric}", *(f"best_{m}" for m in ALSO_AT_BEST if m != metric), "epochs_run")

@@ -397,12 +397,19 @@ def load_search(config: dict) -> Search:
                         "`search: {samples: 8, space: {optimizer.learning_rate: {loguniform: [0.0003, 0.01]}}}`")
     if not isinstance(raw, dict):
         raise UserError("search: must be a mapping, e.g. `search: {samples: 8, space: {...}}`")
-    base = build_spec(config)
+    build_spec(config)  # the base spec first: its errors are reported before the search section's
     try:
         search = SearchSpec.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, SearchSpec, prefix="search.")) from None
+    # A trial's best checkpoint is best by the search's metric: the checkpoint a trial keeps,
+    # the one the search reloads and exports, TensorBoard's HParams and the summary agree.
+    monitor = (config.get("checkpoint") or {}).get("monitor") if isinstance(config.get("checkpoint"), dict) else None
+    if monitor is not None and monitor != search.metric:
+        raise UserError(f"checkpoint.monitor: {monitor!r} differs from search.metric {search.metric!r}; a trial's "
+                        "best checkpoint would not be its best by the search's metric: drop checkpoint.monitor "
+                        "(a search sets it) or make them equal")
+    config = set_path(set_path(config, "checkpoint.monitor", search.metric), "checkpoint.mode", search.mode)
     if search.workers_per_trial is not None:
         config = set_path(config, "scaling.workers", search.workers_per_trial)
-        base = build_spec(config)
-    return Search(base, search, config)
+    return Search(build_spec(config), search, config)

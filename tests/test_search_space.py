@@ -169,3 +169,20 @@ def test_a_start_from_another_members_checkpoint_is_recorded_as_a_copy(tmp_path)
     # Its own checkpoint (PBT paused and resumed it): no copy.
     assert start_lineage("a", str(donor_ckpt), {})["copies"] == [{"member": "a", "from": "b", "epoch": 2}]
     assert start_lineage("a", None, {}) == {"member": "a", "copies": []}
+
+
+def test_a_trials_best_checkpoint_is_best_by_the_searchs_metric():
+    spec = search_of(metric="val_accuracy", mode="max").trial_spec({"optimizer.learning_rate": 0.001})
+    assert (spec.checkpoint.monitor, spec.checkpoint.mode) == ("val_accuracy", "max")
+    with pytest.raises(UserError) as err:
+        load_search({"checkpoint": {"monitor": "val_loss"},
+                     "search": {"metric": "val_accuracy", "mode": "max", "space": SPACE}})
+    assert "checkpoint.monitor: 'val_loss' differs from search.metric 'val_accuracy'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_hparams_dashboard_compares_trials_by_the_searchs_metric():
+    from orchestrator.best import trial_metrics
+
+    assert trial_metrics("val_loss") == ("best_val_loss", "best_val_accuracy", "epochs_run")
+    assert trial_metrics("val_accuracy") == ("best_val_accuracy", "best_val_loss", "epochs_run")

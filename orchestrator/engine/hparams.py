@@ -3,7 +3,7 @@
 TensorBoard's HParams dashboard reads one experiment summary at the log root
 (what was searched, which metrics to compare) and, per trial run, the session
 written by the trial's chief worker (``hp.KerasCallback``) with scalar metrics
-``best_val_loss``, ``best_val_accuracy`` and ``epochs_run``. This module writes
+``best_<search metric>``, ``best_val_loss``/``best_val_accuracy`` and ``epochs_run``. This module writes
 the root summary with TensorBoard's own protos and record writer, so the
 driver never imports TensorFlow.
 """
@@ -18,10 +18,9 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from orchestrator.best import trial_metrics
 from orchestrator.search_space import SCHEDULE_KEY, Domain, Search
 
-# The scalars each trial's chief writes into its run (see worker.callbacks.tensorboard).
-TRIAL_METRICS = ("best_val_loss", "best_val_accuracy", "epochs_run")
 
 
 def _domain(value):
@@ -48,7 +47,8 @@ def write_experiment_summary(log_root: str | Path, search: Search) -> Path:
     """Write the root HParams summary (idempotent in meaning; a resumed search writes it again)."""
     root = Path(log_root)
     root.mkdir(parents=True, exist_ok=True)
-    metrics = [hp.Metric(tag, display_name=tag.replace("_", " ")) for tag in TRIAL_METRICS]
+    # The scalars each trial's chief writes into its run (worker.callbacks.tensorboard.HParamsMetrics).
+    metrics = [hp.Metric(tag, display_name=tag.replace("_", " ")) for tag in trial_metrics(search.search.metric)]
     summary = hp.hparams_config_pb(hparams=experiment_hparams(search), metrics=metrics)
     now = time.time()
     path = root / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.hparams.v2"

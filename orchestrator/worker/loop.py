@@ -166,7 +166,7 @@ def train_loop_per_worker(config: dict) -> None:
             run.tensorboard_dir, spec.tensorboard.histogram_freq,
             spec.tensorboard.write_graph and start_epoch == 0,
             hparams=run.trial.hparams if run.trial else None, trial_id=run.trial.label if run.trial else None,
-            history=history)
+            history=history, monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode)
 
     def extra_state() -> dict:
         return {

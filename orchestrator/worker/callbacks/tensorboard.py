@@ -8,6 +8,9 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 
 import tensorflow as tf
 
+from orchestrator.best import ALSO_AT_BEST, trial_metrics
+from orchestrator.best import best as orchestrator_best
+
 
 class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
     """Keras's TensorBoard, writing the op graph of ``train_function`` after the first epoch.
@@ -27,38 +30,43 @@ class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
 class HParamsMetrics(tf.keras.callbacks.Callback):
     """Write a trial's comparison metrics into its run, every epoch, for the HParams dashboard.
 
-    ``best_val_loss``, ``best_val_accuracy`` (at the best val_loss epoch) and
-    ``epochs_run``, as scalars at the run's root. Written each epoch because Tune
-    may stop a trial (ASHA) without running any end-of-training hook.
+    ``best_<monitor>`` (the search's metric, best by its mode), ``best_val_loss``
+    and ``best_val_accuracy`` at that same epoch, and ``epochs_run``, as
+    scalars at the run's root. Written each epoch because Tune may stop a trial
+    (ASHA) without running any end-of-training hook.
 
     Args:
         log_dir: the trial's run directory under the central TensorBoard root.
         history: epochs already run before a resume.
+        monitor: the metric that ranks epochs (the search's), e.g. ``val_loss``.
+        mode: ``min`` or ``max``: which way ``monitor`` is better.
     """
 
-    def __init__(self, log_dir: str, history: Optional[list[dict]] = None):
+    def __init__(self, log_dir: str, history: Optional[list[dict]] = None, monitor: str = "val_loss",
+                 mode: str = "min"):
         super().__init__()
         self.log_dir = log_dir
+        self.monitor, self.mode = monitor, mode
         self.history = [dict(h) for h in (history or [])]
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.history.append({"val_loss": float(logs.get("val_loss", float("nan"))),
-                             "val_accuracy": float(logs.get("val_accuracy", float("nan")))})
-        best = min(self.history, key=lambda h: h["val_loss"])
+        self.history.append({k: float(logs.get(k, float("nan"))) for k in {self.monitor, *ALSO_AT_BEST}})
+        best = orchestrator_best(self.history, self.monitor, self.mode) or self.history[-1]
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.scalar("best_val_loss", best["val_loss"], step=epoch)
-            tf.summary.scalar("best_val_accuracy", best["val_accuracy"], step=epoch)
-            tf.summary.scalar("epochs_run", epoch + 1, step=epoch)
+            for metric in trial_metrics(self.monitor):
+                value = epoch + 1 if metric == "epochs_run" else best[metric.removeprefix("best_")]
+                tf.summary.scalar(metric, value, step=epoch)
         self._writer.flush()
 
 
 def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
                       hparams: Optional[dict] = None, trial_id: Optional[str] = None,
-                      history: Optional[list[dict]] = None) -> list:
+                      history: Optional[list[dict]] = None, monitor: str = "val_loss",
+                      mode: str = "min") -> list:
     """The TensorBoard callbacks for the chief: scalars, histograms, graph, HParams.
 
     Non-chief workers get none: Keras would give each a ``workertemp_N``
@@ -72,6 +80,7 @@ def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
         hparams: a trial's hyperparameters, recorded for the HParams dashboard.
         trial_id: the trial's name in the HParams dashboard.
         history: epochs already run before a resume (for the HParams metrics).
+        monitor, mode: what ranks a trial's epochs (the search's metric and mode).
     """
     callbacks = [EpochTensorBoard(
         log_dir=log_dir, histogram_freq=histogram_freq, write_graph=write_graph,
@@ -79,5 +88,5 @@ def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
     if hparams:
         from tensorboard.plugins.hparams import api as hp
         callbacks += [hp.KerasCallback(log_dir, hparams, trial_id=trial_id),
-                      HParamsMetrics(log_dir, history)]
+                      HParamsMetrics(log_dir, history, monitor, mode)]
     return callbacks
