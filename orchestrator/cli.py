@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import click
 
 from orchestrator.errors import EXIT_USAGE, UserError
+from orchestrator.storage import is_uri, local_copy, location
 
 EXIT_INTERRUPTED = 130
 
@@ -140,6 +141,10 @@ def _tensorboard(spec, name: str):
     from orchestrator.engine.train import TENSORBOARD_DIR
     from orchestrator.tensorboard_server import maybe_serve
 
+    if spec.tensorboard.serve and is_uri(spec.storage):
+        raise UserError(f"--tensorboard serves a local TensorBoard root, and storage {spec.storage!r} is object "
+                        f"storage; watch it with `orchestrator tensorboard {name} --storage {spec.storage}` "
+                        "(a copy synced at its start) instead")
     logdir = Path(spec.storage).expanduser().resolve() / name / TENSORBOARD_DIR
     return maybe_serve(spec.tensorboard.serve, logdir, spec.tensorboard.port)
 
@@ -207,7 +212,8 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
-    click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
+    if not is_uri(spec.storage):  # the full-disk diagnosis (storage_errors) probes a local filesystem
+        click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
     with _tensorboard(spec, spec.name) as url:
         result = run_training(spec, resume=resume, overwrite=overwrite, address=address, tensorboard_url=url)
     click.echo(format_train_summary(result))
@@ -255,7 +261,8 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
 
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
-    click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
+    if not is_uri(search.base.storage):
+        click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
     with _tensorboard(search.base, name) as url:
         summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
                              max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
@@ -346,8 +353,11 @@ def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the server on `kill` too
     try:
         info = find_run(storage, name)
-        with serve(info.path / TENSORBOARD_DIR, port) as url:
-            click.echo(f"tensorboard: {url} (serving {info.path / TENSORBOARD_DIR}; Ctrl-C to stop)")
+        logdir = info.path / TENSORBOARD_DIR
+        if is_uri(storage):  # TensorBoard reads a local copy of the events (TensorFlow cannot read s3://)
+            logdir = local_copy(location(storage) / name / TENSORBOARD_DIR)
+        with serve(logdir, port) as url:
+            click.echo(f"tensorboard: {url} (serving {logdir}; Ctrl-C to stop)")
             while True:
                 signal.pause()
     except UserError as err:

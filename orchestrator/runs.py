@@ -20,6 +20,7 @@ from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.errors import UserError
 from orchestrator.results import read_json
+from orchestrator.storage import cache_dir, is_uri, local_copy, location
 
 RESULT_FILE = "result.json"      # engine/train.py writes it when a run finishes
 SUMMARY_FILE = "summary.json"    # engine/tune.py writes it when a search finishes
@@ -125,8 +126,8 @@ def _read_search(path: Path) -> RunInfo:
 
 
 def list_runs(storage: str | Path) -> list[RunInfo]:
-    """Every run and search directly under ``storage``, newest first."""
-    root = Path(storage).expanduser()
+    """Every run and search directly under ``storage``, newest first (object storage: read from a local copy)."""
+    root = local_copy(storage, models=False) if is_uri(storage) else Path(storage).expanduser()
     if not root.is_dir():
         raise UserError(f"storage {str(storage)!r}: no such directory (valid example: `--storage results`)")
     found = [info for path in root.iterdir() if path.is_dir() and (info := read_run(path)) is not None]
@@ -135,6 +136,9 @@ def list_runs(storage: str | Path) -> list[RunInfo]:
 
 def find_run(storage: str | Path, name: str) -> RunInfo:
     """The run or search called ``name`` under ``storage``; a UserError naming what exists otherwise."""
+    if is_uri(storage) and "/" not in name:
+        local_copy(location(storage) / name, models=False)
+        storage = cache_dir(location(storage))
     root = Path(storage).expanduser()
     info = read_run(root / name) if (root / name).is_dir() and "/" not in name else None
     if info is None:
