@@ -304,7 +304,7 @@ def _take_record(directory: Path, what: str) -> dict:
 
 
 def release(directory: Path) -> None:
-    hold = _held.get(Path(directory))
+    hold = _held.get(directory if _is_remote(directory) else Path(directory))
     if hold is not None:
         hold.release()
 

@@ -209,8 +209,10 @@ class RemotePath:
         for p in files:
             (self / str(p.relative_to(local))).upload(p)
 
-    def download(self, local: Union[str, Path], skip=lambda rel: False) -> Path:
-        """Copy this file or directory to ``local``; ``skip(relative_path)`` leaves files out."""
+    def download(self, local: Union[str, Path], skip=lambda rel: False, prune: bool = False) -> Path:
+        """Copy this file or directory to ``local``; ``skip(relative_path)`` leaves files out.
+
+        ``prune``: also delete local files that are no longer here (a synced copy)."""
         from pyarrow.fs import LocalFileSystem, copy_files
 
         local = Path(local)
@@ -218,16 +220,21 @@ class RemotePath:
             local.parent.mkdir(parents=True, exist_ok=True)
             copy_files(self.path, str(local), source_filesystem=self.fs, destination_filesystem=LocalFileSystem())
             return local
+        present = set()
         for info in self.walk_files():
             rel = info.path[len(self.path):].lstrip("/")
             if skip(rel):
                 continue
+            present.add(rel)
             target = local / rel
             if target.is_file() and target.stat().st_size == info.size \
                     and info.mtime is not None and target.stat().st_mtime >= info.mtime.timestamp():
                 continue  # already here, and not older
             target.parent.mkdir(parents=True, exist_ok=True)
             copy_files(info.path, str(target), source_filesystem=self.fs, destination_filesystem=LocalFileSystem())
+        if prune and local.is_dir():
+            for stale in [p for p in local.rglob("*") if p.is_file() and str(p.relative_to(local)) not in present]:
+                stale.unlink()
         return local
 
 
@@ -364,7 +371,7 @@ def local_copy(path: Union[str, os.PathLike, RemotePath], *, models: bool = True
 
     target = cache_dir(where)
     try:
-        return where.download(target, skip)
+        return where.download(target, skip, prune=True)
     except Exception as exc:
         raise UserError(f"storage {str(where)!r}: {_explain(exc, where)}") from None
 
