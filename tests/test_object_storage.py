@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import run_cli
-from test_reliability import RUN_TIMEOUT, SEARCH_CONFIG, cli  # noqa: F401 (cli: fixture)
+from test_reliability import ORPHAN_GRACE, RUN_TIMEOUT, SEARCH_CONFIG, cli  # noqa: F401 (cli: fixture)
 from test_resume_fidelity import (CONFIG, EPOCHS, KILLED_AFTER, assert_one_run_trained_each_epoch_once,
                                   assert_tensorboard_once_per_epoch, resumed_epochs)
 
@@ -108,6 +108,8 @@ def get_json(server: MotoServer, key: str):
 def download(server: MotoServer, prefix: str, local: Path) -> Path:
     client = server.client()
     for key in keys(server, prefix):
+        if key.endswith("/"):  # a directory marker
+            continue
         target = local / key[len(prefix):].lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(BUCKET, key, str(target))
@@ -216,6 +218,7 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
     first = cli(*args, tag="train")
     first.wait(RUN_TIMEOUT, "be killed by the hook")
     assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
+    assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed run still alive"
     assert f"{PREFIX}/{name}/result.json" not in keys(s3, f"{PREFIX}/{name}")
 
     monkeypatch.delenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT")
