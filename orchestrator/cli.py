@@ -110,7 +110,8 @@ def _common_options(fn: Callable, config_help: str = "YAML experiment spec (e.g.
         click.option("--data", "data_path", type=click.Path(dir_okay=False),
                      help="The task's `path` parameter: for the MNIST tasks, an mnist.npz "
                           "(default: the Keras cache, else download)."),
-        click.option("--storage", help="Results directory (default: results)."),
+        click.option("--storage", help="Results directory, or object storage URI such as s3://bucket/prefix "
+                                       "(default: results)."),
         click.option("--name", help="Run name: results go to <storage>/<name>."),
         click.option("--seed", type=int, help="Random seed (default 42)."),
         click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."),
@@ -296,7 +297,7 @@ def _console():
 
 
 @cli.command("list", short_help="List past runs and searches (reads files only).")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @_user_errors
 def list_command(storage: str) -> None:
     """List past runs and searches: status, date, best val_loss, accuracy (reads files only).
@@ -317,7 +318,7 @@ def list_command(storage: str) -> None:
 
 @cli.command(short_help="Show a run's epochs or a search's trials.")
 @click.argument("name")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @_user_errors
 def show(name: str, storage: str) -> None:
     """Show one run's epochs or one search's trials, from its files (no Ray, no TensorFlow).
@@ -336,7 +337,7 @@ def show(name: str, storage: str) -> None:
 
 @cli.command("tensorboard", short_help="Serve a run's or search's TensorBoard until Ctrl-C.")
 @click.argument("name")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @click.option("--port", type=int, help="Port (default: 6006 if free, else any free port).")
 def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
     """Serve a run's or search's TensorBoard on 127.0.0.1 until Ctrl-C.

@@ -220,6 +220,9 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
     assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
     assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed run still alive"
     assert f"{PREFIX}/{name}/result.json" not in keys(s3, f"{PREFIX}/{name}")
+    interrupted = run_cli(["show", name, "--storage", STORAGE], cwd=tmp_path)  # read from the checkpoints' state
+    assert interrupted.returncode == 0, interrupted.stderr
+    assert f"resume with: orchestrator train --name {name} --storage {STORAGE} --resume" in interrupted.stdout
 
     monkeypatch.delenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT")
     resumed = cli(*args, "--resume", tag="train-resume")
@@ -243,7 +246,7 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
 
     # Read back through the commands and the Python API, and the name-reuse rule holds there.
     shown = run_cli(["show", name, "--storage", STORAGE], cwd=tmp_path)
-    assert shown.returncode == 0 and "finished" in shown.stdout, shown.stderr
+    assert shown.returncode == 0 and f"result: {STORAGE}/{name}/result.json" in shown.stdout, shown.stderr
     listed = run_cli(["list", "--storage", STORAGE], cwd=tmp_path)
     assert listed.returncode == 0 and name in listed.stdout, listed.stderr
     import orchestrator
