@@ -5,8 +5,9 @@ here and ended by its pid. Every output is read back from the bucket with
 boto3 (not with this project's code): result.json and the summary, the
 checkpoints, the exported model (downloaded, then loaded with plain tf-keras
 in a process that imports nothing of this project) and the TensorBoard events
-(downloaded, then read with TensorBoard's own loader). The train run is
-killed after its report of epoch 2 and resumed from the bucket.
+(downloaded, then read with TensorBoard's own loader). The run and the
+search are each killed whole (driver, local Ray, workers) right after a
+report, and resumed from the bucket.
 """
 
 from __future__ import annotations
@@ -220,6 +221,12 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
     assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
     assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed run still alive"
     assert f"{PREFIX}/{name}/result.json" not in keys(s3, f"{PREFIX}/{name}")
+    # Synced every epoch: the killed chief never reached its train end, yet epochs 1..2 are in the bucket.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(download(s3, f"{PREFIX}/{name}/tensorboard", tmp_path / "killed-tb") / "validation"))
+    board.Reload()
+    assert [e.step for e in board.Tensors("epoch_loss")] == list(range(KILLED_AFTER))
     interrupted = run_cli(["show", name, "--storage", STORAGE], cwd=tmp_path)  # read from the checkpoints' state
     assert interrupted.returncode == 0, interrupted.stderr
     assert f"resume with: orchestrator train --name {name} --storage {STORAGE} --resume" in interrupted.stdout
@@ -258,25 +265,40 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
     assert get_json(s3, f"{run}/result.json") == result
 
 
-# ------------------------------------------------------------------ a 2-trial search
+# ------------------------------------------------------------------ a 2-trial search, killed and resumed
 
-def test_a_search_on_s3_leaves_every_output_in_the_bucket(s3, tmp_path, mnist_path):
+def test_a_search_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cli, tmp_path, mnist_path,
+                                                                             monkeypatch):
     name = "search-s3"
     config = {**SEARCH_CONFIG, "training": {**SEARCH_CONFIG["training"], "epochs": 2, "batch_size_per_worker": 64},
               "data": {"train_examples": 2000, "validation_examples": 500, "test_examples": 500},
               "search": {**SEARCH_CONFIG["search"],
                          "space": {"optimizer.learning_rate": {"grid": [0.003, 0.001]}, "lr_schedule": {"constant": {}}}}}
-    out = run_cli(["tune", "--config", str(write_config(tmp_path, config, mnist_path)), "--storage", STORAGE,
-                   "--name", name], cwd=tmp_path, timeout=RUN_TIMEOUT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-
+    args = ["tune", "--config", str(write_config(tmp_path, config, mnist_path)), "--storage", STORAGE, "--name", name]
+    marker = tmp_path / "killed.pid"
+    # The first trial to report epoch 1 kills the whole command (driver, local Ray, every trial).
+    monkeypatch.setenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT", f"0:1:killpg:{marker}")
+    first = cli(*args, tag="tune")
+    first.wait(RUN_TIMEOUT, "be killed by the hook")
+    assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
+    assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed search still alive"
     search = f"{PREFIX}/{name}"
+    assert f"{search}/summary.json" not in keys(s3, search)
+
+    monkeypatch.delenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT")
+    resumed = cli(*args, "--resume", tag="tune-resume")
+    assert resumed.wait(RUN_TIMEOUT, "finish the resumed search") == 0, resumed.output_tail()
+    # A trial cut off by the kill went on from its checkpoint in the bucket, not from scratch.
+    assert resumed_epochs(resumed), resumed.output_tail()
+
     summary = get_json(s3, f"{search}/summary.json")
-    assert summary["trials"] == 2 and all(r["epochs_run"] == 2 for r in summary["results"])
+    assert summary["trials"] == 2 and sorted(r["config"]["optimizer.learning_rate"] for r in summary["results"]) \
+        == [0.001, 0.003]
+    for row in summary["results"]:
+        assert [h["epoch"] for h in row["history"]] == [1, 2], row
+        assert get_json(s3, key_of(row["final_checkpoint"]) + "/state.json")["epoch"] == 2
     names = set(keys(s3, search))
     assert {f"{search}/summary.csv", f"{search}/curves.png", f"{search}/best_model.keras"} <= names
-    for row in summary["results"]:
-        assert get_json(s3, key_of(row["final_checkpoint"]) + "/state.json")["epoch"] == 2
     local = download(s3, search, tmp_path / "copy")
     accuracy = load_outside_the_project(local / "best_model.keras", mnist_path)
     assert abs(accuracy - summary["evaluation"]["best_checkpoint_reloaded"]["accuracy"]) < 1e-6
