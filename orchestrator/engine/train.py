@@ -365,7 +365,7 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
 
     name = spec.name
     remote = isinstance(run_dir, storage_mod.RemotePath)
-    if resume and not remote:  # the checks read checkpoints with local file I/O (see README, Storage)
+    if resume and not remote:  # the checks read checkpoints with local file I/O (README: Where results go)
         check_resumable(run_dir)
     mlflow_server = tracking.check(spec.mlflow)  # before Ray: a dead server fails fast
     connect(address, spec.verbose)

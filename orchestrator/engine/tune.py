@@ -472,7 +472,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     from ray import tune
 
     name = run_dir.name
-    if resume and not isinstance(run_dir, RemotePath):  # the checks read with local file I/O (README, Storage)
+    if resume and not isinstance(run_dir, RemotePath):  # the checks read with local file I/O (README: Where results go)
         check_search_resumable(run_dir)
     mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
     connect(address, search.base.verbose)
