@@ -155,6 +155,31 @@ print(float(np.mean(np.argmax(p, axis=1) == d["y_test"][:500])))
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def assert_tensorboard_serves(name: str, tmp_path: Path) -> None:
+    """`orchestrator tensorboard NAME --storage s3://...` serves the run's train and validation scalars."""
+    from test_tensorboard_live import get_json
+
+    port = _free_port()
+    with open(tmp_path / "serve.txt", "w") as out:
+        serving = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "tensorboard", name, "--storage", STORAGE,
+                                    "--port", str(port)], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            tags = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags") or {}
+            if {"train", "validation"} <= set(tags):
+                break
+            assert serving.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.txt").read_text()
+            time.sleep(1)
+        assert "epoch_loss" in tags["validation"], tags
+        os.killpg(serving.pid, signal.SIGINT)
+        assert serving.wait(60) == 0, (tmp_path / "serve.txt").read_text()
+    finally:
+        if serving.poll() is None:
+            os.killpg(serving.pid, signal.SIGKILL)
+
+
 # ------------------------------------------------------------------ bad storage: one line, exit 2, no training
 
 def _no_credentials(tmp: Path) -> dict:
@@ -260,6 +285,7 @@ def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cl
 
     opened = orchestrator.open_run(f"{STORAGE}/{name}")
     assert opened.status == "finished" and list(opened.history["epoch"]) == list(range(1, EPOCHS + 1))
+    assert_tensorboard_serves(name, tmp_path)
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 2 and "already finished" in again.stderr, again.stderr
     assert get_json(s3, f"{run}/result.json") == result
