@@ -370,10 +370,17 @@ def local_copy(path: Union[str, os.PathLike, RemotePath], *, models: bool = True
         return not models and (rel.endswith(".keras") or "saved_model/" in rel or "tfevents" in rel)
 
     target = cache_dir(where)
+    bucket = where.path.split("/")[0]
     try:
-        return where.download(target, skip, prune=True)
+        from pyarrow.fs import FileType
+
+        if where.fs.get_file_info(bucket).type == FileType.NotFound:
+            problem = f"bucket {bucket!r} does not exist"
+        else:
+            return where.download(target, skip, prune=True)
     except Exception as exc:
-        raise UserError(f"storage {str(where)!r}: {_explain(exc, where)}") from None
+        problem = _explain(exc, where)
+    raise UserError(f"storage {str(where)!r}: {problem}")
 
 
 class LocalMirror:

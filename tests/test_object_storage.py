@@ -208,6 +208,14 @@ def test_bad_storage_fails_before_training_in_one_line(s3, tmp_path, mnist_path,
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("argv", [["list"], ["show", "run1"]], ids=["list", "show"])
+def test_reading_a_missing_bucket_fails_in_one_line(s3, tmp_path, argv):
+    out = run_cli([*argv, "--storage", "s3://no-such-bucket/x"], cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"error: storage 's3://no-such-bucket/x{'/run1' if argv[0] == 'show' else ''}': "
+        "bucket 'no-such-bucket' does not exist"], out.stderr
+
+
 def test_no_write_permission_fails_before_training(tmp_path, mnist_path):
     """A reader's keys on a server that checks IAM: the probe object is refused (AccessDenied)."""
     # The first 4 requests (bucket, user, policy, access key) run unauthenticated; then IAM decides.
