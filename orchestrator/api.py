@@ -28,6 +28,7 @@ from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.process import use_tf_keras
 from orchestrator.results import FORMAT_VERSION, read_json
+from orchestrator.storage import is_uri, local_copy
 
 RESULT_FILE = "result.json"          # the same names engine.train / engine.tune write
 SUMMARY_FILE = "summary.json"
@@ -48,6 +49,17 @@ def _check_version(data: dict, path: Path) -> None:
     if version > FORMAT_VERSION:
         warnings.warn(f"{path} has format_version {version}, newer than this reader's "
                       f"{FORMAT_VERSION}; fields may be missing or read wrongly", stacklevel=3)
+
+
+def _local_model(local_dir: Path, recorded: str) -> Path:
+    """A model path recorded in a result file, inside ``local_dir`` when it was written to object storage."""
+    if not is_uri(recorded):
+        return Path(recorded)
+    parts = recorded.split("/")
+    for i in range(len(parts)):  # the recorded URI's tail below the run's own name
+        if parts[i] == local_dir.name:
+            return local_dir.joinpath(*parts[i + 1:])
+    return Path(recorded)
 
 
 def _load_keras(path: Path):
@@ -96,7 +108,8 @@ class RunResults:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser().resolve()
+        # On object storage (``s3://bucket/prefix/run1``): a local copy, models included, weights not.
+        self.path = local_copy(path)
         result_file = self.path / RESULT_FILE
         self.result: Optional[dict] = None
         self._state: Optional[dict] = None
@@ -190,7 +203,7 @@ class SearchResults:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser().resolve()
+        self.path = local_copy(path)
         summary_file = self.path / SUMMARY_FILE
         self.summary: Optional[dict] = None
         if summary_file.exists():
@@ -290,7 +303,7 @@ class SearchResults:
         """One of the ``--export-top`` trials' models as a tf-keras model."""
         for entry in self.top_models:
             if entry["trial_id"] == trial_id:
-                return _load_keras(Path(entry["model"]))
+                return _load_keras(_local_model(self.path, entry["model"]))
         kept = [e["trial_id"] for e in self.top_models]
         raise KeyError(f"no exported model for trial {trial_id!r}; exported: {kept or 'none (use --export-top K)'}")
 

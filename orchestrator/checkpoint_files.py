@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -29,20 +28,25 @@ def complete_state(directory: str | Path) -> Optional[dict]:
     storage alone does not prove the upload finished; the manifest does. A
     checkpoint written before manifests existed counts as incomplete here.
     """
-    directory = Path(directory)
+    directory = _as_path(directory)
     try:
         state = json.loads((directory / STATE).read_text())
         files = state[FILES]
         int(state["epoch"])
         for name, size in files.items():
-            if os.path.getsize(directory / name) != size:
+            if (directory / name).stat().st_size != size:
                 return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return state
 
 
-def newest_complete_checkpoint(run_dir: str | Path) -> Optional[tuple[Path, dict]]:
+def _as_path(directory):
+    """A ``storage.RemotePath`` (object storage) as is; anything else as a local ``Path``."""
+    return directory if hasattr(directory, "fs") else Path(directory)
+
+
+def newest_complete_checkpoint(run_dir) -> Optional[tuple[Path, dict]]:
     """(directory, state) of the run's complete checkpoint of the highest epoch, or None.
 
     Looks at every ``checkpoint_*`` directory on storage, registered by Ray
@@ -51,7 +55,7 @@ def newest_complete_checkpoint(run_dir: str | Path) -> Optional[tuple[Path, dict
     Ties go to the newest directory name (Train names them by time).
     """
     best = None
-    for directory in sorted(Path(run_dir).glob("checkpoint_*")):
+    for directory in sorted(_as_path(run_dir).glob("checkpoint_*")):
         state = complete_state(directory)
         if state is not None and (best is None or int(state["epoch"]) >= int(best[1]["epoch"])):
             best = (directory, state)

@@ -27,6 +27,7 @@ import click
 from orchestrator import process
 from orchestrator.errors import EXIT_USAGE, UserError
 from orchestrator.search_algorithms import ALGORITHMS
+from orchestrator.storage import is_uri, local_copy, location
 
 EXIT_INTERRUPTED = 130
 
@@ -106,7 +107,8 @@ def _common_options(fn: Callable, config_help: str = "YAML experiment spec (e.g.
         click.option("--data", "data_path", type=click.Path(dir_okay=False),
                      help="The task's `path` parameter: for the MNIST tasks, an mnist.npz "
                           "(default: the Keras cache, else download)."),
-        click.option("--storage", help="Results directory (default: results)."),
+        click.option("--storage", help="Results directory, or object storage URI such as s3://bucket/prefix "
+                                       "(default: results)."),
         click.option("--name", help="Run name: results go to <storage>/<name>."),
         click.option("--seed", type=int, help="Random seed (default 42)."),
         click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."),
@@ -137,6 +139,10 @@ def _tensorboard(spec, name: str):
     from orchestrator.engine.train import TENSORBOARD_DIR
     from orchestrator.tensorboard_server import maybe_serve
 
+    if spec.tensorboard.serve and is_uri(spec.storage):
+        raise UserError(f"--tensorboard serves a local TensorBoard root, and storage {spec.storage!r} is object "
+                        f"storage; watch it with `orchestrator tensorboard {name} --storage {spec.storage}` "
+                        "(a copy synced at its start) instead")
     logdir = Path(spec.storage).expanduser().resolve() / name / TENSORBOARD_DIR
     return maybe_serve(spec.tensorboard.serve, logdir, spec.tensorboard.port)
 
@@ -204,7 +210,8 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
 
     spec = spec.model_copy(update={"name": spec.name or default_name("train")})
     click.get_current_context().meta["run_name"] = spec.name
-    click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
+    if not is_uri(spec.storage):  # the full-disk diagnosis (storage_errors) probes a local filesystem
+        click.get_current_context().meta["run_dir"] = str(Path(spec.storage).expanduser().resolve() / spec.name)
     with _tensorboard(spec, spec.name) as url:
         result = run_training(spec, resume=resume, overwrite=overwrite, address=address, tensorboard_url=url)
     click.echo(format_train_summary(result))
@@ -252,7 +259,8 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
 
     name = search.base.name or default_name("search")
     click.get_current_context().meta["run_name"] = name
-    click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
+    if not is_uri(search.base.storage):
+        click.get_current_context().meta["run_dir"] = str(Path(search.base.storage).expanduser().resolve() / name)
     with _tensorboard(search.base, name) as url:
         summary = run_search(search, name=name, storage=search.base.storage, samples=samples,
                              max_concurrent=max_concurrent, resume=resume, overwrite=overwrite,
@@ -286,7 +294,7 @@ def _console():
 
 
 @cli.command("list", short_help="List past runs and searches (reads files only).")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @_user_errors
 def list_command(storage: str) -> None:
     """List past runs and searches: status, date, best val_loss, accuracy (reads files only).
@@ -307,7 +315,7 @@ def list_command(storage: str) -> None:
 
 @cli.command(short_help="Show a run's epochs or a search's trials.")
 @click.argument("name")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @_user_errors
 def show(name: str, storage: str) -> None:
     """Show one run's epochs or one search's trials, from its files (no Ray, no TensorFlow).
@@ -326,7 +334,7 @@ def show(name: str, storage: str) -> None:
 
 @cli.command("tensorboard", short_help="Serve a run's or search's TensorBoard until Ctrl-C.")
 @click.argument("name")
-@click.option("--storage", default="results", show_default=True, help="Results directory to look in.")
+@click.option("--storage", default="results", show_default=True, help="Results directory (or s3://bucket/prefix) to look in.")
 @click.option("--port", type=int, help="Port (default: 6006 if free, else any free port).")
 def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
     """Serve a run's or search's TensorBoard on 127.0.0.1 until Ctrl-C.
@@ -343,8 +351,11 @@ def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
     process.sigterm_as_ctrl_c()  # stop the server on `kill` too
     try:
         info = find_run(storage, name)
-        with serve(info.path / TENSORBOARD_DIR, port) as url:
-            click.echo(f"tensorboard: {url} (serving {info.path / TENSORBOARD_DIR}; Ctrl-C to stop)")
+        logdir = info.path / TENSORBOARD_DIR
+        if is_uri(storage):  # TensorBoard reads a local copy of the events (TensorFlow cannot read s3://)
+            logdir = local_copy(location(storage) / name / TENSORBOARD_DIR)
+        with serve(logdir, port) as url:
+            click.echo(f"tensorboard: {url} (serving {logdir}; Ctrl-C to stop)")
             while True:
                 signal.pause()
     except UserError as err:

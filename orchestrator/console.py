@@ -170,6 +170,8 @@ def where_to_look(what: str, name: str, run_dir, dashboard: Optional[str], tenso
              f"  ray dashboard: {dashboard or 'not available (Ray started without it)'}"]
     if tensorboard_url:
         lines.append(f"  tensorboard:   {tensorboard_url} (live, serving {tensorboard_dir})")
+    elif "://" in str(tensorboard_dir):  # TensorBoard reads object storage through a local copy
+        lines.append(f"  tensorboard:   orchestrator tensorboard {name} --storage {str(run_dir).rsplit('/', 1)[0]}")
     else:
         lines.append(f"  tensorboard:   tensorboard --logdir {tensorboard_dir}")
     return "\n".join(lines)

@@ -23,13 +23,13 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 class CorruptFile(Exception):
     def __init__(self, path: Path, problem: str):
-        self.path, self.problem = Path(path), problem
+        self.path, self.problem = (path if hasattr(path, "fs") else Path(path)), problem
         super().__init__(f"{path}: {problem}")
 
 
 def read_json_file(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads((path if hasattr(path, "fs") else Path(path)).read_text())  # fs: on object storage
     except FileNotFoundError:
         raise CorruptFile(path, "missing") from None
     except UnicodeDecodeError:

@@ -134,7 +134,10 @@ def _read(path: Path) -> Optional[dict]:
 
 
 def _write_record(path: Path, record: dict) -> None:
-    """Replace the record atomically (temporary file + rename)."""
+    """Replace the record atomically (temporary file + rename; on object storage one PUT)."""
+    if _is_remote(path):
+        path.write_text(json.dumps(record))
+        return
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(record))
@@ -193,9 +196,11 @@ def acquire(directory: Path, what: str = "run") -> Ownership:
 
     Re-entrant within one process: a second call for the same directory returns the same hold.
     """
-    directory = Path(directory)
+    directory = directory if _is_remote(directory) else Path(directory)
     if directory in _held:
         return _held[directory]
+    if _is_remote(directory):
+        return _acquire_remote(directory, what)
     directory.mkdir(parents=True, exist_ok=True)
     lock_fd: Optional[int] = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -214,6 +219,45 @@ def acquire(directory: Path, what: str = "run") -> Ownership:
             os.close(lock_fd)
         raise
     hold = Ownership(directory, what, record, lock_fd)
+    _held[directory] = hold
+    hold.start_heartbeat()
+    return hold
+
+
+def _is_remote(path) -> bool:
+    from orchestrator.storage import RemotePath
+
+    return isinstance(path, RemotePath)
+
+
+# On object storage, how long a taker waits before reading its record back (see _acquire_remote).
+SETTLE_S = float(os.environ.get("ORCHESTRATOR_OWNER_SETTLE_S", "1"))
+
+
+def _acquire_remote(directory, what: str) -> "Ownership":
+    """Own a directory on object storage, which has neither locks nor create-if-absent (in pyarrow).
+
+    The record alone decides, by the same rules as a record left on a filesystem
+    without ``flock``: a live owner (same host: its pid runs; another host: a
+    heartbeat younger than :data:`STALE_AFTER_S`) refuses. A taker writes its
+    record (one PUT, whole or absent) with a random token, waits
+    :data:`SETTLE_S` and reads it back: of two takers racing within that
+    window, the one whose record was overwritten loses (stores with
+    read-after-write consistency, as S3 and GCS, see the last write).
+    """
+    import uuid
+
+    path = directory / OWNER_FILE
+    existing = _read(path)
+    if existing and stale_reason(existing) is None and not is_me(existing):
+        raise _refuse(what, directory.name, directory, existing)
+    mine = {**me(), "token": uuid.uuid4().hex}
+    _write_record(path, mine)
+    time.sleep(SETTLE_S)
+    back = _read(path)
+    if not back or back.get("token") != mine["token"]:
+        raise _refuse(what, directory.name, directory, back)
+    hold = Ownership(directory, what, mine, None)
     _held[directory] = hold
     hold.start_heartbeat()
     return hold
@@ -260,7 +304,7 @@ def _take_record(directory: Path, what: str) -> dict:
 
 
 def release(directory: Path) -> None:
-    hold = _held.get(Path(directory))
+    hold = _held.get(directory if _is_remote(directory) else Path(directory))
     if hold is not None:
         hold.release()
 

@@ -32,8 +32,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, then rename ``tmp_path`` over ``path``."""
+def write_atomic(path, write: Callable[[Path], None]):
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` over ``path``.
+
+    On object storage (``path`` a ``storage.RemotePath``) the temporary file is
+    local and is uploaded as one object, which appears whole or not at all.
+    """
+    from orchestrator.storage import RemotePath
+
+    if isinstance(path, RemotePath):
+        with tempfile.TemporaryDirectory(prefix="orchestrator-upload-") as tmp:
+            local = Path(tmp) / path.name
+            write(local)
+            path.upload(local)
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -49,15 +61,15 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path, text: str):
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
+def write_json_atomic(path, data: Any):
     return write_text_atomic(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
-def write_csv_atomic(path: str | Path, rows: Iterable[dict], columns: list[str]) -> Path:
+def write_csv_atomic(path, rows: Iterable[dict], columns: list[str]):
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -66,5 +78,7 @@ def write_csv_atomic(path: str | Path, rows: Iterable[dict], columns: list[str])
     return write_text_atomic(path, buffer.getvalue())
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path) -> Any:
+    from orchestrator.storage import RemotePath
+
+    return json.loads((path if isinstance(path, RemotePath) else Path(path)).read_text())

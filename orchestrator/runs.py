@@ -20,6 +20,7 @@ from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.errors import UserError
 from orchestrator.results import read_json
+from orchestrator.storage import cache_dir, is_uri, local_copy, location
 
 RESULT_FILE = "result.json"      # engine/train.py writes it when a run finishes
 SUMMARY_FILE = "summary.json"    # engine/tune.py writes it when a search finishes
@@ -41,6 +42,16 @@ class RunInfo:
     best_val_accuracy: Optional[float] = None
     test_accuracy: Optional[float] = None
     data: dict = field(default_factory=dict)   # result.json / summary.json, or what was recovered
+    storage: Optional[str] = None       # --storage as given, when it is object storage (path: a local copy)
+
+    @property
+    def where(self) -> str:
+        """The run's directory as the user names it (a URI on object storage)."""
+        return f"{self.storage.rstrip('/')}/{self.name}" if self.storage else str(self.path)
+
+    @property
+    def storage_arg(self) -> str:
+        return self.storage or str(self.path.parent)
 
 
 def _latest_state(run_dir: Path) -> Optional[dict]:
@@ -125,22 +136,32 @@ def _read_search(path: Path) -> RunInfo:
 
 
 def list_runs(storage: str | Path) -> list[RunInfo]:
-    """Every run and search directly under ``storage``, newest first."""
-    root = Path(storage).expanduser()
+    """Every run and search directly under ``storage``, newest first (object storage: read from a local copy)."""
+    root = local_copy(storage, models=False) if is_uri(storage) else Path(storage).expanduser()
     if not root.is_dir():
+        if is_uri(storage):
+            return []
         raise UserError(f"storage {str(storage)!r}: no such directory (valid example: `--storage results`)")
     found = [info for path in root.iterdir() if path.is_dir() and (info := read_run(path)) is not None]
+    for info in found if is_uri(storage) else []:
+        info.storage = str(storage)
     return sorted(found, key=lambda info: info.date, reverse=True)
 
 
 def find_run(storage: str | Path, name: str) -> RunInfo:
     """The run or search called ``name`` under ``storage``; a UserError naming what exists otherwise."""
+    remote = str(storage) if is_uri(storage) else None
+    if remote and "/" not in name:
+        local_copy(location(storage) / name, models=False)
+        storage = cache_dir(location(storage))
     root = Path(storage).expanduser()
     info = read_run(root / name) if (root / name).is_dir() and "/" not in name else None
+    if info is not None:
+        info.storage = remote
     if info is None:
         known = [i.name for i in list_runs(root)] if root.is_dir() else []
         hint = f"; known: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''}" if known else ""
-        raise UserError(f"no run or search named {name!r} under {root}{hint} "
+        raise UserError(f"no run or search named {name!r} under {remote or root}{hint} "
                         "(see `orchestrator list --storage DIR`)")
     return info
 
@@ -193,9 +214,9 @@ def show_renderables(info: RunInfo) -> list:
             evaluation = info.data.get("evaluation") or {}
             out.append(f"test accuracy: final weights {_fmt((evaluation.get('final_weights') or {}).get('accuracy'))}"
                        f", best checkpoint reloaded {_fmt(info.test_accuracy)}")
-            out.append(f"result: {info.path / RESULT_FILE}")
+            out.append(f"result: {info.where}/{RESULT_FILE}")
         else:
-            out.append(f"resume with: orchestrator train --name {info.name} --storage {info.path.parent} --resume")
+            out.append(f"resume with: orchestrator train --name {info.name} --storage {info.storage_arg} --resume")
     else:
         metric = info.data.get("metric", "val_loss")
         rows = info.data.get("results", [])
@@ -214,9 +235,12 @@ def show_renderables(info: RunInfo) -> list:
             out.append(f"best trial {best['trial_id']}: {metric} {_fmt(best.get(f'best_{metric}'))}, "
                        f"test accuracy {_fmt(info.test_accuracy)}")
         if info.status == "finished":
-            out.append(f"summary: {info.path / SUMMARY_FILE}")
+            out.append(f"summary: {info.where}/{SUMMARY_FILE}")
         else:
             out.append(f"resume with: orchestrator tune --config CONFIG --name {info.name} "
-                       f"--storage {info.path.parent} --resume")
-    out.append(f"tensorboard: tensorboard --logdir {info.path / 'tensorboard'}")
+                       f"--storage {info.storage_arg} --resume")
+    if info.storage:  # TensorBoard reads object storage through a local copy
+        out.append(f"tensorboard: orchestrator tensorboard {info.name} --storage {info.storage}")
+    else:
+        out.append(f"tensorboard: tensorboard --logdir {info.path / 'tensorboard'}")
     return out

@@ -46,8 +46,8 @@ def _chain(exc: BaseException):
 
 
 def filesystem_state(path: Optional[str | Path]) -> Optional[str]:
-    """NO_SPACE or READ_ONLY if the filesystem holding ``path`` is full or read-only now."""
-    if not path:
+    """NO_SPACE or READ_ONLY if the local filesystem holding ``path`` is full or read-only now (None for a URI)."""
+    if not path or not isinstance(path, (str, os.PathLike)) or "://" in str(path):
         return None
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:

@@ -45,6 +45,16 @@ def experiment_hparams(search: Search) -> list:
 
 def write_experiment_summary(log_root: str | Path, search: Search) -> Path:
     """Write the root HParams summary (idempotent in meaning; a resumed search writes it again)."""
+    from orchestrator.storage import RemotePath
+
+    if isinstance(log_root, RemotePath):  # object storage: written here, uploaded as one object
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="orchestrator-hparams-") as tmp:
+            local = write_experiment_summary(tmp, search)
+            target = log_root / local.name
+            target.upload(local)
+            return target
     root = Path(log_root)
     root.mkdir(parents=True, exist_ok=True)
     # The scalars each trial's chief writes into its run (worker.callbacks.tensorboard.HParamsMetrics).

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 from ray.train.v2.api.callback import UserCallback
 
 from orchestrator.results import write_json_atomic
+from orchestrator.storage import location
 
 ROSTER_FILE = "workers.json"
 IDENTITY_KEYS = ("world_rank", "world_size", "node_id", "pid")
@@ -32,4 +32,4 @@ class WorkerRoster(UserCallback):
         roster = [{k: m.get(k) for k in IDENTITY_KEYS} for m in metrics]
         if not self.groups or self.groups[-1] != roster:
             self.groups.append(roster)
-            write_json_atomic(Path(self.path), {"workers": roster, "groups": self.groups})
+            write_json_atomic(location(self.path), {"workers": roster, "groups": self.groups})

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from orchestrator.storage import location
 from typing import Optional
 
 from ray.tune.stopper import Stopper
@@ -56,7 +58,7 @@ class StopAtTarget(Stopper):
             self.reached = {"trial_id": result.get("trial_id") or trial_id, "epoch": result.get("epoch"),
                             "metrics": {k: result.get(k) for k in self.targets},
                             "seconds_since_start": now - self.started, "time": now}
-            write_json_atomic(Path(self.record), self.reached)
+            write_json_atomic(location(self.record), self.reached)
         return False
 
     def stop_all(self) -> bool:

@@ -43,14 +43,15 @@ def export_top(rows: list[dict], k: int, metric: str, mode: str, run_dir: Path,
         task: the search's TaskRef.
         data_ref: the object-store ref of the data.
     """
-    from ray.train import Checkpoint
+    from orchestrator.engine.tune import checkpoint_at, for_worker
 
     entries = []
     for rank, row in enumerate(ranked(rows, metric, mode)[:k], start=1):
         directory = run_dir / TOP_MODELS_DIR / f"{rank}-{row['trial_id']}"
-        evaluation = evaluate_checkpoints(trial_spec(row["trial_id"]), task, Checkpoint(row["final_checkpoint"]),
-                                          Checkpoint(row["best_checkpoint"]), data_ref,
-                                          str(directory / EXPORT_FILE))
+        evaluation = evaluate_checkpoints(trial_spec(row["trial_id"]), task,
+                                          checkpoint_at(row["final_checkpoint"], run_dir),
+                                          checkpoint_at(row["best_checkpoint"], run_dir), data_ref,
+                                          for_worker(directory / EXPORT_FILE))
         entry = {"rank": rank, "trial_id": row["trial_id"], "config": row["config"],
                  "best_epoch": row["best_epoch"], f"best_{metric}": row[f"best_{metric}"],
                  "best_val_accuracy": row.get("best_val_accuracy"), "best_checkpoint": row["best_checkpoint"],

@@ -66,6 +66,18 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+
+def _local(path) -> str:
+    """A file or directory to upload to MLflow, copied from object storage first when it lives there."""
+    from orchestrator.storage import is_uri, local_copy
+
+    return str(local_copy(str(path))) if is_uri(str(path)) else str(path)
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
+
+
 class Tracker:
     """One MLflow run; after the first failure it warns once and every call is a no-op.
 
@@ -137,9 +149,9 @@ class Tracker:
         if not evaluation or not evaluation.get("exported_model"):
             return
         run_id = run_id or self.run_id
-        self.client.log_artifact(run_id, evaluation["exported_model"], "model")
+        self.client.log_artifact(run_id, _local(evaluation["exported_model"]), "model")
         if evaluation.get("saved_model"):
-            self.client.log_artifacts(run_id, str(Path(evaluation["saved_model"]).parent), "model/saved_model")
+            self.client.log_artifacts(run_id, _local(_parent(evaluation["saved_model"])), "model/saved_model")
 
     def finish(self, status: str = "FINISHED", run_id: Optional[str] = None) -> None:
         self.client.set_terminated(run_id or self.run_id, status)
@@ -156,7 +168,7 @@ class Tracker:
 
         def files():
             self.log_model(result.get("evaluation"))
-            self.client.log_artifact(self.run_id, str(result_file))
+            self.client.log_artifact(self.run_id, _local(result_file))
 
         self.safely("logging the run's history and evaluation", scores)
         self.safely("uploading the best model", files)
@@ -192,9 +204,9 @@ class Tracker:
 
         def files():
             self.log_model(summary.get("evaluation"))
-            self.client.log_artifact(self.run_id, str(summary_file))
+            self.client.log_artifact(self.run_id, _local(summary_file))
             if summary.get("plot"):
-                self.client.log_artifact(self.run_id, summary["plot"])
+                self.client.log_artifact(self.run_id, _local(summary["plot"]))
 
         self.safely("logging the trials", trials)
         self.safely("logging the search's best trial", best)

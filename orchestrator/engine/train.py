@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator import console, integrity, ownership, process, storage_errors
+from orchestrator import storage as storage_mod
 from orchestrator.best import best
 from orchestrator.errors import UserError
 from orchestrator.engine import tracking
@@ -52,24 +53,16 @@ def default_name(prefix: str) -> str:
 _IN_RAY_JOB = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
-def storage_root(storage: str) -> Path:
-    """The absolute storage directory, created and checked writable."""
-    if "://" in storage:
-        raise UserError(f"storage {storage!r}: URIs are not supported yet; on a cluster use a path on a "
-                        "filesystem every node mounts (NFS, EFS), e.g. --storage /mnt/shared/results")
-    if _IN_RAY_JOB in os.environ and not os.path.isabs(os.path.expanduser(storage)):
+def storage_root(storage: str):
+    """The storage root, created and checked writable: a local ``Path``, or a ``storage.RemotePath``
+    for a URI (``s3://bucket/prefix``; see orchestrator/storage.py)."""
+    if _IN_RAY_JOB in os.environ and not storage_mod.is_uri(storage) \
+            and not os.path.isabs(os.path.expanduser(storage)):
         raise UserError(f"storage: {storage!r} is relative, so inside `ray job submit` it lands in the job's "
                         "temporary copy of the working dir, which Ray deletes; pass an absolute path that every "
-                        "node shares (valid example: `--storage /mnt/efs/orchestrator`)")
-    root = Path(storage).expanduser().resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{time.time_ns()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"storage path {root} is not writable: {exc.strerror or exc}") from None
-    return root
+                        "node shares, or an object store URI (valid examples: `--storage /mnt/efs/orchestrator`, "
+                        "`--storage s3://my-bucket/orchestrator`)")
+    return storage_mod.check(storage)
 
 
 def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
@@ -107,12 +100,29 @@ def _set_aside(run_dir: Path) -> None:
     """``--overwrite``: move the old run's files aside (the owner record stays), to delete or put back later."""
     aside = _aside(run_dir)
     if aside.exists():
-        shutil.rmtree(aside)  # left by an overwrite whose driver was killed
+        _remove(aside)  # left by an overwrite whose driver was killed
     children = [c for c in run_dir.iterdir() if not ownership.is_ownership_file(c.name)]
     if children:
         aside.mkdir()
         for child in children:
-            os.replace(child, aside / child.name)
+            _move(child, aside / child.name)
+
+
+def _remove(path) -> None:
+    if isinstance(path, storage_mod.RemotePath):
+        path.rmtree() if path.is_dir() else path.unlink(missing_ok=True)
+    elif path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move(source, target) -> None:
+    """A rename on a local filesystem; a copy and delete, object by object, on object storage."""
+    if isinstance(source, storage_mod.RemotePath):
+        source.move_to(target)
+    else:
+        os.replace(source, target)
 
 
 @contextlib.contextmanager
@@ -126,13 +136,13 @@ def replaced_run(run_dir: Path):
         if aside.exists():
             for child in run_dir.iterdir():
                 if not ownership.is_ownership_file(child.name):
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                    _remove(child)
             for child in aside.iterdir():
-                os.replace(child, run_dir / child.name)
+                _move(child, run_dir / child.name)
         raise
     finally:
         if aside.exists():
-            shutil.rmtree(aside, ignore_errors=True)
+            _remove(aside)
 
 
 def check_resumable(run_dir: Path, what: str = "run") -> None:
@@ -179,11 +189,19 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
     from orchestrator.engine.tf_backend import TFConfigBackendConfig
 
     scaling = spec.scaling
+    where = storage_mod.location(storage_path)
+    run_dir = where / name
+    if isinstance(where, storage_mod.RemotePath):  # Ray Train writes through the same filesystem object
+        storage_args = {"storage_path": where.path, "storage_filesystem": where.fs}
+        local_path, worker_run_dir = None, run_dir
+    else:
+        storage_args = {"storage_path": str(where)}
+        local_path, worker_run_dir = str(where), str(run_dir)
     # A full or read-only storage is not retried: no restart of the group can free a disk.
-    return storage_errors.trainer_class(DataParallelTrainer, storage_path)(
+    trainer = storage_errors.trainer_class(DataParallelTrainer, local_path)(
         train_loop,
         backend_config=TFConfigBackendConfig(),
-        train_loop_config=WorkerConfig(spec=spec, task=task, data=data_ref, run_dir=str(Path(storage_path) / name),
+        train_loop_config=WorkerConfig(spec=spec, task=task, data=data_ref, run_dir=worker_run_dir,
                                        tensorboard_dir=tensorboard_dir, trial=trial,
                                        start_checkpoint=start_checkpoint).as_train_loop_config(),
         scaling_config=ScalingConfig(
@@ -191,7 +209,7 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
             resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker},
             placement_strategy=scaling.placement),
         run_config=RunConfig(
-            name=name, storage_path=storage_path,
+            name=name, **storage_args,
             # Bounded on every path: worker errors, node preemptions, and worker groups
             # that cannot start (Train's default retries those forever).
             failure_config=FailureConfig(max_failures=scaling.max_failures,
@@ -203,8 +221,11 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
                 checkpoint_score_order=spec.checkpoint.mode),
             worker_runtime_env=worker_runtime_env(spec.verbose),
             logging_config=console.train_logging_config(spec.verbose),
-            callbacks=[WorkerRoster(str(Path(storage_path) / name / ROSTER_FILE)), *(callbacks or [])]),
+            callbacks=[WorkerRoster(run_dir / ROSTER_FILE if local_path is None else str(run_dir / ROSTER_FILE)),
+                       *(callbacks or [])]),
     )
+    trainer.orchestrator_run_dir = run_dir  # where its task verdict and roster land (fit_or_explain)
+    return trainer
 
 
 def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
@@ -224,7 +245,8 @@ def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
         check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
                    f"{what} (restarting after a failure)")
         raise
-    raise_task_error(result.metrics, Path(trainer.run_config.storage_path) / trainer.run_config.name)
+    raise_task_error(result.metrics, getattr(trainer, "orchestrator_run_dir", None)
+                     or Path(trainer.run_config.storage_path) / trainer.run_config.name)
     return result
 
 
@@ -237,6 +259,13 @@ def raise_task_error(metrics: Optional[dict], run_dir: Optional[Path] = None) ->
         message = verdict.read_text()
         verdict.unlink()
         raise UserError(message)
+
+
+def checkpoint_uri(checkpoint, run_dir) -> str:
+    """A checkpoint's directory as the user names it: a local path, or a URI on object storage."""
+    if isinstance(run_dir, storage_mod.RemotePath):
+        return str(storage_mod.RemotePath(run_dir.fs, checkpoint.path, run_dir.scheme))
+    return checkpoint.path
 
 
 def best_of(best_checkpoints: list, monitor: str, mode: str):
@@ -295,7 +324,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     import ray
 
     name = spec.name
-    if resume:
+    remote = isinstance(run_dir, storage_mod.RemotePath)
+    if resume and not remote:  # the checks read checkpoints with local file I/O (README: Where results go)
         check_resumable(run_dir)
     mlflow_server = tracking.check(spec.mlflow)  # before Ray: a dead server fails fast
     connect(address, spec.verbose)
@@ -309,8 +339,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     print(console.where_to_look("run", name, run_dir, dashboard_url(), tensorboard_dir, tensorboard_url),
           flush=True)
     started = time.time()
-    trainer = make_trainer(spec, task.ref, data_ref, storage_path=str(run_dir.parent), name=name,
-                           tensorboard_dir=str(tensorboard_dir))
+    trainer = make_trainer(spec, task.ref, data_ref, storage_path=run_dir.parent, name=name,
+                           tensorboard_dir=tensorboard_dir if remote else str(tensorboard_dir))
     with tracking.ended_on_error(tracker):
         result = fit_or_explain(trainer, spec, f"run {name!r}")
     wall = time.time() - started
@@ -325,7 +355,7 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     history = state["history"]
     with tracking.ended_on_error(tracker):
         evaluation = evaluate_checkpoints(spec, task.ref, final_checkpoint, best_checkpoint, data_ref,
-                                          str(run_dir / EXPORT_FILE))
+                                          run_dir / EXPORT_FILE if remote else str(run_dir / EXPORT_FILE))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
         "format_version": FORMAT_VERSION,
@@ -341,8 +371,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
         "stop_reason": state.get("stop_reason"),
         "stopped_epoch": len(history) if state.get("stop_reason") == "early_stopping" else None,
         "best": {"epoch": best_metrics["epoch"], spec.checkpoint.monitor: best_metrics[spec.checkpoint.monitor],
-                 "checkpoint": best_checkpoint.path},
-        "final_checkpoint": final_checkpoint.path,
+                 "checkpoint": checkpoint_uri(best_checkpoint, run_dir)},
+        "final_checkpoint": checkpoint_uri(final_checkpoint, run_dir),
         "evaluation": evaluation,
         "tensorboard_dir": str(tensorboard_dir),
         "wall_seconds": wall,

@@ -44,6 +44,7 @@ from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_
 from orchestrator.search_algorithms import algorithm, asha
 from orchestrator.search_space import Search
 from orchestrator.stop_reasons import stop_reason
+from orchestrator.storage import RemotePath, is_uri, location
 from orchestrator.tasks import TaskRef
 
 SUMMARY_JSON = "summary.json"
@@ -75,9 +76,10 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
     hparams = search.hparams(config)
     label = trial_label(trial_id, hparams)
     spec = search.trial_spec(config, name=trial_id)
+    where = location(run_dir)
     trainer = make_trainer(
-        spec, data["task"], data["ref"], storage_path=str(Path(run_dir) / TRIALS_DIR), name=trial_id,
-        tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / label), trial=Trial(label, dict(hparams)),
+        spec, data["task"], data["ref"], storage_path=where / TRIALS_DIR, name=trial_id,
+        tensorboard_dir=for_worker(where / TENSORBOARD_DIR / label), trial=Trial(label, dict(hparams)),
         callbacks=[TuneReportCallback()])
     trainer.fit()
 
@@ -91,7 +93,7 @@ def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     # the task as the driver found it, so a trial on a node without the task's file runs it.
     trial_fn = run_pbt_trial if algorithm(search.search.algorithm).population else run_trial
     fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
-                              run_dir=str(run_dir))
+                              run_dir=for_worker(run_dir))
     return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
 
 
@@ -110,7 +112,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                     search_alg=algo.searcher(search, max_concurrent),
                                     # Tune would ignore it for such a searcher, with a warning.
                                     max_concurrent_trials=None if algo.limits_concurrency else max_concurrent),
-        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
+        run_config=tune.RunConfig(name=run_dir.name, **tune_storage(run_dir), stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
                                   callbacks=(callbacks or []) + ([] if search.base.verbose else
@@ -155,7 +157,7 @@ def recorded_state(run_dir: Path, trial_id: str) -> tuple[Optional[dict], dict[i
             state = read_json(state_file)
         except (OSError, ValueError):
             continue
-        kept[int(state["epoch"])] = str(state_file.parent)
+        kept[int(state["epoch"])] = str(state_file.parent)  # a URI on object storage
         if latest is None or state["epoch"] > latest["epoch"]:
             latest = state
     return latest, kept
@@ -199,8 +201,8 @@ def trial_row(result, search: Search, run_dir: Path, hit: Optional[dict] = None)
     best = best_by(history, metric, mode) or {}
     return {
         **_row_head(result, search, trial_id, trial_label(trial_id, hparams), hparams, last, best, hit),
-        "best_checkpoint": best.get("checkpoint_path"),
-        "final_checkpoint": last.get("checkpoint_path"),
+        "best_checkpoint": as_uri(best.get("checkpoint_path"), run_dir),
+        "final_checkpoint": as_uri(last.get("checkpoint_path"), run_dir),
         "resumed_from_epochs": (latest or {}).get("resumed_from_epochs", []),
         "history": [{k: v for k, v in h.items() if k not in ("checkpoint_path", "stop_reason")}
                     for h in history],
@@ -318,13 +320,11 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
         summary["best_trial"] = {k: best[k] for k in ("trial_id", "label", "config", "best_epoch",
                                                       f"best_{metric}", "best_val_accuracy", "best_checkpoint")}
         if evaluate_best:
-            from ray.train import Checkpoint
-
             trial_spec = search.trial_spec(next(r.config for r in result_grid
                                                 if trial_row_id(r) == best["trial_id"]))
             summary["evaluation"] = evaluate_checkpoints(
-                trial_spec, task, Checkpoint(best["final_checkpoint"]),
-                Checkpoint(best["best_checkpoint"]), data_ref, str(run_dir / EXPORT_FILE))
+                trial_spec, task, checkpoint_at(best["final_checkpoint"], run_dir),
+                checkpoint_at(best["best_checkpoint"], run_dir), data_ref, for_worker(run_dir / EXPORT_FILE))
             if search.search.export_top:
                 from orchestrator.engine.top_models import export_top
 
@@ -370,6 +370,36 @@ def write_best_schedule(best: dict, search: Search, result_grid, run_dir: Path) 
     return str(path)
 
 
+def for_worker(path):
+    """A path handed to workers and Ray tasks: a string when local (as always), the RemotePath itself
+    on object storage (it carries its filesystem)."""
+    return path if isinstance(path, RemotePath) else str(path)
+
+
+def tune_storage(run_dir) -> dict:
+    """Tune's ``RunConfig`` storage arguments for the search directory's parent."""
+    parent = run_dir.parent
+    if isinstance(parent, RemotePath):
+        return {"storage_path": parent.path, "storage_filesystem": parent.fs}
+    return {"storage_path": str(parent)}
+
+
+def as_uri(path: Optional[str], run_dir) -> Optional[str]:
+    """A checkpoint path as Ray reports it (no scheme on object storage) as the user names it."""
+    if path and isinstance(run_dir, RemotePath) and "://" not in path:
+        return str(RemotePath(run_dir.fs, path, run_dir.scheme))
+    return path
+
+
+def checkpoint_at(path: str, run_dir):
+    """A ``ray.train.Checkpoint`` for a recorded checkpoint path (a URI on object storage)."""
+    from ray.train import Checkpoint
+
+    if isinstance(run_dir, RemotePath):
+        return Checkpoint(path.split("://", 1)[-1], filesystem=run_dir.fs)
+    return Checkpoint(path)
+
+
 def trial_row_id(result) -> str:
     return (result.metrics or {}).get("trial_id") or Path(result.path).name
 
@@ -385,6 +415,10 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     Input is checked before Ray starts; then Ray is joined or started, and one
     trial is checked to fit the cluster.
     """
+    if search.search.algorithm == "pbt" and is_uri(storage):
+        raise UserError(f"search.algorithm: pbt keeps its members' lineage with local file I/O, so it needs a "
+                        f"storage path every node mounts, not {storage!r} (random and optuna searches run on "
+                        "object storage)")
     resolved, arrays, _ = load_data(search.base)  # before the run dir is touched: bad input changes nothing
     run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
                               finished_marker=SUMMARY_JSON, what="search")
@@ -400,7 +434,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     from ray import tune
 
     name = run_dir.name
-    if resume:
+    if resume and not isinstance(run_dir, RemotePath):  # the checks read with local file I/O (README: Where results go)
         check_search_resumable(run_dir)
     mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
     connect(address, search.base.verbose)
@@ -425,21 +459,23 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
 
         from orchestrator.engine.stop_at import STOP_AT_FILE, StopAtTarget
 
-        stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, str(run_dir / STOP_AT_FILE),
+        stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, for_worker(run_dir / STOP_AT_FILE),
                                                         started))
     if algorithm(search.search.algorithm).population:
         # PBT draws donors and perturbations from Python's `random`: seeded like the trials
         # (the order results arrive in still varies, so two searches may differ).
         random.seed(search.base.seed)
-    if resume and tune.Tuner.can_restore(str(run_dir)):
-        tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True,
+    restore_at = {"path": run_dir.path, "storage_filesystem": run_dir.fs} if isinstance(run_dir, RemotePath) \
+        else {"path": str(run_dir)}
+    if resume and tune.Tuner.can_restore(**restore_at):
+        tuner = tune.Tuner.restore(**restore_at, trainable=trainable, resume_errored=True,
                                    param_space=search.param_space())
     elif resume:
         if tracker:
             tracker.safely("ending the MLflow run", lambda: tracker.finish("FAILED"))
         raise UserError(f"nothing to resume: {run_dir} holds no Tune experiment state")
     else:
-        callbacks = [hopeless, KeepCompleteTuneState(str(run_dir))]
+        callbacks = [hopeless] + ([KeepCompleteTuneState(str(run_dir))] if isinstance(run_dir, Path) else [])
         if tracker:  # live per-epoch tracking of each trial (a resumed search is logged from its summary)
             from orchestrator.engine.mlflow_tune import callback_for
             callbacks.append(callback_for(tracker, search))
@@ -504,7 +540,7 @@ def check_search_resumable(run_dir: Path) -> None:
     if not (run_dir / "tuner.pkl").exists() and not any(run_dir.glob("experiment_state-*.json")) \
             and not (run_dir / TRIALS_DIR).exists():
         return  # interrupted before Tune wrote anything: refused below as "nothing to resume"
-    note = restore_cut_state(run_dir)
+    note = restore_cut_state(run_dir) if isinstance(run_dir, Path) else None
     if note:
         print(f"[orchestrator] search {run_dir.name!r}: {note}", file=sys.stderr, flush=True)
     try:

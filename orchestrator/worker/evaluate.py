@@ -19,6 +19,7 @@ import tensorflow as tf
 from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
 from orchestrator.results import write_atomic
 from orchestrator.spec import ExperimentSpec
+from orchestrator.storage import RemotePath
 from orchestrator.tasks import TaskRef, load
 from orchestrator.worker.datasets import test_dataset
 from orchestrator.worker.export import export_saved_model, serving_dir
@@ -57,12 +58,30 @@ def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str,
     best = _score(model, dataset)
     examples = len(arrays.y_test) if arrays is not None else int(dataset.reduce(0, lambda n, b: n + tf.shape(b[1])[0]))
     out = {"test_examples": int(examples), "final_weights": final, "best_checkpoint_reloaded": best}
-    if export_path:
+    if isinstance(export_path, RemotePath):
+        out.update(_export_remote(model, export_path))
+    elif export_path:
         # A model file is several writes: save under a temporary name, then rename.
         write_atomic(export_path, lambda tmp: _save(model, tmp))
         out["exported_model"] = str(export_path)
         out["saved_model"] = str(export_saved_model(model, serving_dir(export_path)))
     return out
+
+
+def _export_remote(model: tf.keras.Model, export_path: RemotePath) -> dict:
+    """Save both models locally, then upload: the ``.keras`` file as one object (whole or absent),
+    the SavedModel with its ``saved_model.pb`` last (a reader finding it finds the variables)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="orchestrator-export-") as tmp:
+        local = Path(tmp) / export_path.name
+        write_atomic(local, lambda t: _save(model, t))
+        saved = export_saved_model(model, serving_dir(local))
+        export_path.upload(local)
+        remote_saved = export_path.parent / str(saved.relative_to(Path(tmp)))
+        remote_saved.rmtree()
+        remote_saved.upload(saved, last=("saved_model.pb",))
+    return {"exported_model": str(export_path), "saved_model": str(remote_saved)}
 
 
 def _save(model: tf.keras.Model, tmp: Path) -> None:

@@ -38,6 +38,8 @@ from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
 from orchestrator.checkpoint_files import BEST_WEIGHTS
 from orchestrator.worker.callbacks.report import ReportToRayTrain, read_state, restore_train_state
 from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
+from orchestrator.worker.callbacks.tensorboard_sync import SyncTensorBoard
+from orchestrator.storage import LocalMirror, location
 from orchestrator.worker.datasets import split_datasets
 from orchestrator.worker.model import TaskError, build_compiled_model
 from orchestrator.worker.preflight import check_task
@@ -97,7 +99,7 @@ def train_loop_per_worker(config: dict) -> None:
         # Every worker reaches the same verdict; reporting (not raising) keeps Ray
         # Train from restarting the group to fail the same way again.
         if is_chief:
-            write_text_atomic(Path(run.run_dir) / TASK_ERROR_FILE, problem)
+            write_text_atomic(location(run.run_dir) / TASK_ERROR_FILE, problem)
         ray.train.report({"task_error": problem})
         return
     train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
@@ -129,9 +131,13 @@ def train_loop_per_worker(config: dict) -> None:
         if is_chief:
             print(f"[orchestrator] resuming from the checkpoint of epoch {start_epoch}"
                   + ("" if resume.registered else " (found on storage; its report had been lost)"), flush=True)
+    mirror = None
     if is_chief:
+        # TensorFlow writes events locally; on object storage they are copied up each epoch.
+        mirror = LocalMirror(run.tensorboard_dir)
         # Events the dead attempt wrote for epochs trained again from here are dropped.
-        rewind_tensorboard(run.tensorboard_dir, start_epoch, int(model.optimizer.iterations.numpy()))
+        rewind_tensorboard(mirror.local, start_epoch, int(model.optimizer.iterations.numpy()))
+        mirror.sync()
 
     callbacks: list = [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate)]
     keras_verbose = spec.training.verbose if is_chief else 0
@@ -162,11 +168,14 @@ def train_loop_per_worker(config: dict) -> None:
         initial_value_threshold=best_value)
     callbacks.append(best_checkpoint)
     if is_chief:
-        callbacks += chief_tensorboard(  # one graph per run: written on a fresh start only
-            run.tensorboard_dir, spec.tensorboard.histogram_freq,
+        board = chief_tensorboard(  # one graph per run: written on a fresh start only
+            str(mirror.local), spec.tensorboard.histogram_freq,
             spec.tensorboard.write_graph and start_epoch == 0,
             hparams=run.trial.hparams if run.trial else None, trial_id=run.trial.label if run.trial else None,
             history=history, monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode)
+        callbacks += board
+        if mirror.remote:
+            callbacks.append(SyncTensorBoard(mirror, board))
 
     def extra_state() -> dict:
         return {

@@ -35,11 +35,20 @@ class ResumePoint:
     registered: bool = True
 
 
+def _on_storage(fs, path: str):
+    """``path`` on Ray Train's storage filesystem, as something with pathlib's reading methods."""
+    from pyarrow.fs import LocalFileSystem
+
+    from orchestrator.storage import RemotePath
+
+    return Path(path) if isinstance(fs, LocalFileSystem) else RemotePath(fs, path, fs.type_name)
+
+
 def _epoch_of(checkpoint: Optional[Checkpoint]) -> int:
     if checkpoint is None:
         return 0
     try:
-        return int(read_json(Path(checkpoint.path) / STATE)["epoch"])
+        return int(read_json(_on_storage(checkpoint.filesystem, checkpoint.path) / STATE)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
@@ -55,9 +64,10 @@ def resume_point() -> ResumePoint:
     choice = None
     if context.get_world_rank() == 0:
         choice = {"path": registered.path if registered else None, "registered": True}
-        found = newest_complete_checkpoint(context.get_storage().experiment_fs_path)
+        storage = context.get_storage()
+        found = newest_complete_checkpoint(_on_storage(storage.storage_filesystem, storage.experiment_fs_path))
         if found is not None and int(found[1]["epoch"]) > _epoch_of(registered):
-            choice = {"path": str(found[0]), "registered": False}
+            choice = {"path": getattr(found[0], "path", None) or str(found[0]), "registered": False}
     choice = broadcast_from_rank_zero(choice)
     if choice["path"] is None:
         return ResumePoint(None)
