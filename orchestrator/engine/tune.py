@@ -82,14 +82,16 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
 def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     from ray import tune
 
+    from orchestrator.engine.fast_trial import run_fast_trial, trial_resources, uses_fast_path
     from orchestrator.engine.pbt import run_pbt_trial
 
     # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
     # the task as the driver found it, so a trial on a node without the task's file runs it.
-    trial_fn = run_pbt_trial if search.search.algorithm == "pbt" else run_trial
+    fast = uses_fast_path(search)
+    trial_fn = run_fast_trial if fast else run_pbt_trial if search.search.algorithm == "pbt" else run_trial
     fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
                               run_dir=str(run_dir))
-    return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
+    return tune.with_resources(fn, trial_resources(search) if fast else TRIAL_DRIVER_RESOURCES)
 
 
 def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
@@ -97,6 +99,9 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from orchestrator.engine.fast_trial import uses_fast_path
+    from orchestrator.engine.trial_clock import CLOCK_FILE, TrialClock
 
     s = search.search
     scheduler = None
@@ -134,11 +139,15 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                     scheduler=scheduler, search_alg=algorithm,
                                     # BasicVariantGenerator limits itself (above); Tune would
                                     # ignore this for it, with a warning on every search.
-                                    max_concurrent_trials=None if s.algorithm == "random" else max_concurrent),
+                                    max_concurrent_trials=None if s.algorithm == "random" else max_concurrent,
+                                    # The fast path's actor imported TensorFlow and holds the data:
+                                    # the next trial of its slot runs in it.
+                                    reuse_actors=uses_fast_path(search)),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
-                                  callbacks=(callbacks or []) + ([] if search.base.verbose else
+                                  callbacks=(callbacks or []) + [TrialClock(str(run_dir / CLOCK_FILE))]
+                                  + ([] if search.base.verbose else
                                   [SearchTable(search, trial_count(search.param_space(), samples),
                                                max_concurrent or 1)])),
     )
