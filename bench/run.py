@@ -1,7 +1,8 @@
 """``python -m bench.run``: the orchestrator against plain tf-keras and KerasTuner, side by side.
 
-    python -m bench.run                      # the full benchmark (~10-12 min on 2 cores)
-    python -m bench.run --quick              # a ~3 min smoke run on 10k examples (numbers not comparable)
+    python -m bench.run                      # the full benchmark: 3 interleaved repetitions (~25 min on 2 cores)
+    python -m bench.run --repeat 5           # 5 repetitions
+    python -m bench.run --quick              # a ~3 min smoke run on 10k examples, 1 repetition (not comparable)
     python -m bench.run --gpus-per-worker 1  # (b)/(c) mirror one GPU per worker
     python -m bench.run --only a,b           # some sections only
     python -m bench.run --wait-idle 1200     # first wait (up to 20 min) for load average < 0.6
@@ -29,16 +30,27 @@ and global batch (128), each in its own subprocess:
     begun (``history[0].started_at``, the worker's wall clock), for (b) and (c).
 (e) ``orchestrator tune`` over ``jobs/configs/tune_mnist.yaml`` with the benchmark's
     data and global batch, 8 trials x 1 worker, ASHA, up to 12 epochs (``--trials``,
-    ``--search-epochs``): parallel efficiency = (sum of trial times / concurrency)
-    / search wall time, trial time being Tune's ``time_total_s`` (trial start -> last
-    report), wall time the ``tuner.fit`` span (``summary.json`` ``wall_seconds``).
-    "Training share" puts only the epochs' own time in the numerator.
+    ``--search-epochs``), on the fast path (trials in reused Tune actors); (e0) the
+    same search with ``search.fast_path: false`` (a Ray Train worker group per
+    trial, the path before the fast one), run just before it. Per-trial start-up:
+    Tune starts the trial (``trial_clock.jsonl``) -> its first epoch begins, median
+    over the trials that are not their slot's first. Parallel efficiency = (sum of
+    trial times / concurrency) / search wall time, a trial's time running from its
+    start to its last epoch's end (start-up counts as lost), wall time the
+    ``tuner.fit`` span (``summary.json`` ``wall_seconds``). "Training share" puts only
+    the epochs' own time in the numerator. The fast path's reports also carry each
+    trial actor's resident memory at the start of each of its trials.
 (f) time from command start until some trial ends an epoch with validation
     accuracy >= 98.0% (``--target``; the validation split, not the test set):
     ``orchestrator tune`` of (e) (epoch end = ``started_at + epoch_seconds``) vs
     KerasTuner's Hyperband (max_epochs = the search's, factor 3) on the same space,
     data, batch, steps_per_execution and machine (``bench.kt_hyperband``, Keras 3,
     stopped once it gets there, or after ``--kt-max-seconds``).
+
+Sections run in that order, then again (``--repeat``, default 3): a b c e0 e f, a b
+c ... Every figure is the median [min-max] over the repetitions; every ratio is
+taken within one repetition (e.g. (b) over the (a') run just before it), then
+summarised the same way; a target whose range straddles it is "not settled".
 
 It prints a table and writes ``bench/out/latest.json`` (``--out``): the machine
 (cores, CPU model, GPUs, load average before/after), versions, every figure

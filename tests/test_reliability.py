@@ -265,9 +265,13 @@ def finished_trials(run_dir: Path) -> list[str]:
 
 
 def trial_epochs(run_dir: Path) -> dict[str, int]:
-    """Each started trial's latest epoch registered by its Train run (written at once, unlike Tune's rows)."""
+    """Each started trial's latest epoch on storage (written at once, unlike Tune's rows): the one its
+    Train run registered, or on the fast path (no Train run) its newest complete checkpoint's."""
+    from orchestrator.checkpoint_files import newest_complete_checkpoint
+
     trials = run_dir / "trials"
-    return {p.name: reported_epoch(p) for p in trials.iterdir()} if trials.is_dir() else {}
+    return {p.name: max(reported_epoch(p), int((newest_complete_checkpoint(p) or (None, {"epoch": 0}))[1]["epoch"]))
+            for p in trials.iterdir()} if trials.is_dir() else {}
 
 
 def one_finished_one_running(run_dir: Path) -> Optional[tuple[list[str], list[str]]]:
@@ -341,8 +345,12 @@ def test_a_killed_worker_is_replaced_and_training_continues_where_it_was(cli, tm
 
 # ------------------------------------------------------------ 2. driver killed
 
-def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path):
-    config = write_config(tmp_path, SEARCH_CONFIG, mnist_path, "search.yaml")
+@pytest.mark.parametrize("fast_path", [False, True], ids=["ray-train", "fast-path"])
+def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path,
+                                                                                     fast_path):
+    # fast path: each trial trains in its (reused) Tune actor instead of a Ray Train worker group
+    config = write_config(tmp_path, {**SEARCH_CONFIG, "search": {**SEARCH_CONFIG["search"], "fast_path": fast_path}},
+                          mnist_path, "search.yaml")
     storage, name = tmp_path / "results", "driver-killed"
     run_dir = storage / name
     args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
@@ -891,6 +899,7 @@ CHAOS_SEARCH = {
     "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
     "search": {
         "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
+        "fast_path": False,  # kills Ray Train workers: every trial runs under Ray Train
         "max_failures_per_trial": 1,  # Tune restarts a trial whose driver died, once
         "asha": {"enabled": False},
         "space": {"optimizer.learning_rate": {"grid": [0.004, 0.003, 0.002, 0.0015, 0.001, 0.0008, 0.0006, 0.0005]},
