@@ -274,14 +274,15 @@ def trial_epochs(run_dir: Path) -> dict[str, int]:
             for p in trials.iterdir()} if trials.is_dir() else {}
 
 
-def one_finished_one_running(run_dir: Path) -> Optional[tuple[list[str], list[str]]]:
+def one_finished_one_running(run_dir: Path, epochs: int = SEARCH_CONFIG["training"]["epochs"]
+                             ) -> Optional[tuple[list[str], list[str]]]:
     """(finished, running) trial ids once a trial has finished while another is early in its run.
 
     "Early": at least two epochs to go, so it cannot finish between this check and a kill.
     """
     finished = finished_trials(run_dir)
     running = [t for t, epoch in trial_epochs(run_dir).items()
-               if t not in finished and 1 <= epoch <= SEARCH_CONFIG["training"]["epochs"] - 2]
+               if t not in finished and 1 <= epoch <= epochs - 2]
     return (finished, running) if finished and running else None
 
 
@@ -348,15 +349,20 @@ def test_a_killed_worker_is_replaced_and_training_continues_where_it_was(cli, tm
 @pytest.mark.parametrize("fast_path", [False, True], ids=["ray-train", "fast-path"])
 def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path,
                                                                                      fast_path):
-    # fast path: each trial trains in its (reused) Tune actor instead of a Ray Train worker group
-    config = write_config(tmp_path, {**SEARCH_CONFIG, "search": {**SEARCH_CONFIG["search"], "fast_path": fast_path}},
+    # fast path: each trial trains in its (reused) Tune actor instead of a Ray Train worker group. Trials
+    # of a slot start together and run in step there, and Tune's rows lag its trials by seconds: more
+    # epochs keep the moment of the kill (a trial done, another with epochs to go) seconds long.
+    training = {**SEARCH_CONFIG["training"], **({"epochs": 8} if fast_path else {})}
+    epochs = training["epochs"]
+    config = write_config(tmp_path, {**SEARCH_CONFIG, "training": training,
+                                     "search": {**SEARCH_CONFIG["search"], "fast_path": fast_path}},
                           mnist_path, "search.yaml")
     storage, name = tmp_path / "results", "driver-killed"
     run_dir = storage / name
     args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
     search = cli(*args, tag="tune")
 
-    done, running = wait_for(lambda: one_finished_one_running(run_dir), RUN_TIMEOUT,
+    done, running = wait_for(lambda: one_finished_one_running(run_dir, epochs), RUN_TIMEOUT,
                              "a finished trial while another one runs", search, interval=0.1)
     os.killpg(search.pgid, signal.SIGKILL)  # the driver, its local Ray and every worker
     left = search.wait_group_gone(ORPHAN_GRACE)
@@ -376,7 +382,6 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
     assert summary["trials"] == 4 and len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4
     assert sorted(r["config"]["optimizer.learning_rate"] for r in rows) == [0.0005, 0.001, 0.002, 0.004]
-    epochs = SEARCH_CONFIG["training"]["epochs"]
     for row in rows:
         assert row["status"] == "TERMINATED", row
         assert row["stop_reason"] == f"max_epochs ({epochs})", row
