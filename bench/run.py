@@ -40,6 +40,8 @@ and global batch (128), each in its own subprocess:
     ``tuner.fit`` span (``summary.json`` ``wall_seconds``). "Training share" puts only
     the epochs' own time in the numerator. The fast path's reports also carry each
     trial actor's resident memory at the start of each of its trials.
+(m) memory: a search of 1-epoch trials, 17 per slot on the fast path: each trial
+    actor's resident memory after its 16th trial over after its 2nd (first repetition only).
 (f) time from command start until some trial ends an epoch with validation
     accuracy >= 98.0% (``--target``; the validation split, not the test set):
     ``orchestrator tune`` of (e) (epoch end = ``started_at + epoch_seconds``) vs
@@ -82,7 +84,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "out" / "latest.json"
 TUNE_CONFIG = ROOT / "jobs" / "configs" / "tune_mnist.yaml"
-SECTIONS = ("a", "b", "c", "e", "f")  # (d) comes from (b) and (c)
+SECTIONS = ("a", "b", "c", "e", "f", "m")  # (d) comes from (b) and (c)
 
 TARGETS = {
     "b_epoch_ratio": 1.10,       # (b) steady epoch time <= 1.10 x (a') (plain fit, same steps_per_execution)
@@ -93,7 +95,9 @@ TARGETS = {
     "e_wall_ratio": 0.5,         # (e) search wall time <= 0.5 x the Ray Train path's (e0), same repetition
     "f_time_to_target_s": 10.0,  # (f) time to target <= 10 s
     "f_vs_kerastuner": 8.0,      # (f) KerasTuner's time to target / ours >= 8
+    "m_memory_ratio": 1.2,       # (m) a trial actor's resident memory after its 16th trial <= 1.2 x after its 2nd
 }
+MEMORY_TRIALS_PER_SLOT = 17  # (m): the 17th trial's start is "after the 16th"
 
 
 # ----------------------------------------------------------------- machine
@@ -441,6 +445,32 @@ def section_e(args, env, dirs, cores: int, config_path: Path, label: str = "e_se
     }
 
 
+def section_m(args, env, dirs, cores: int) -> dict:
+    """(m) memory of a reused trial actor: a search of 1-epoch trials, 17 per slot, on a data subset."""
+    config = yaml.safe_load(tune_config(args, dirs).read_text())
+    slots = max(1, cores // int(config["scaling"].get("cpus_per_worker", 1)))
+    config["data"] = {"train_examples": 5000, "validation_examples": 1000, "test_examples": 1000}
+    config["training"]["epochs"] = 1
+    config["search"]["samples"] = MEMORY_TRIALS_PER_SLOT * slots
+    config["search"]["asha"] = {"enabled": False}
+    path = dirs["runs"] / "tune-memory.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    name = "bench-m_memory"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(path),
+           "--storage", str(dirs["runs"]), "--name", name, "--overwrite"]
+    proc = run_logged("m_memory", cmd, env, dirs["logs"], args.timeout)
+    if proc["rc"] != 0:
+        return {"error": proc["status"], "process": proc}
+    actors = memory_figures(_tune_trial_rows(dirs["runs"] / name))["actor_rss_mb"]
+    # Measured at a trial's start: the 3rd's is "after the 2nd", the 17th's "after the 16th".
+    pairs = {pid: (rss.get(3), rss.get(MEMORY_TRIALS_PER_SLOT)) for pid, rss in actors.items()}
+    ratios = [late / early for early, late in pairs.values() if early and late]
+    return {"process": proc, "actor_rss_mb": actors, "after_2nd_and_16th_mb": pairs,
+            "worst_ratio": max(ratios) if ratios else None,
+            "after_2nd_mb": max((p[0] for p in pairs.values() if p[0]), default=None),
+            "after_16th_mb": max((p[1] for p in pairs.values() if p[1]), default=None)}
+
+
 def section_f(args, env, dirs, config_path: Path) -> dict:
     out = dirs["runs"] / "f_kerastuner.json"
     cmd = [sys.executable, "-m", "bench.kt_hyperband", "--config", str(config_path),
@@ -553,6 +583,15 @@ def build_rows(sections: dict, config: dict) -> list[dict]:
                 lambda x: x >= TARGETS["f_vs_kerastuner"])
     elif f:
         row(f"(f) KerasTuner: {f.get('error')}", None)
+    m = sections.get("m") or {}
+    if m and "error" not in m:
+        row("(m) trial actor resident MB after its 2nd trial", m.get("after_2nd_mb"), digits=0)
+        row("(m) ... after its 16th trial, ratio to after the 2nd (worst actor)", m.get("after_16th_mb"), None,
+            "<= 1.20x", lambda x: x <= TARGETS["m_memory_ratio"], digits=0)
+        rows[-1]["ratio"] = m.get("worst_ratio")
+        rows[-1]["on"] = "ratio"
+    elif m:
+        row(f"(m) {m.get('error')}", None)
     return rows
 
 
@@ -652,7 +691,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--validation-examples", type=int, help="validation examples (default 10000; quick 2000)")
     p.add_argument("--data", help="mnist.npz (default: the Keras cache)")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help="sections to run, e.g. a,b (default a,b,c,e,f; e runs (e0) too, f needs e's config)")
+                   help="sections to run, e.g. a,b (default a,b,c,e,f,m; e runs (e0) too; m once)")
     p.add_argument("--timeout", type=float, default=600, help="limit per subprocess, seconds")
     p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for the 1-minute load average to fall below --max-load")
@@ -668,7 +707,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS) - {"d"}
     if unknown:
-        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,f ((d) comes from b and c)")
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,f,m ((d) comes from b and c)")
     return args
 
 
@@ -695,7 +734,7 @@ def main(argv=None) -> int:
     repetitions = report["repetitions"] = []
     for rep in range(args.repeat):
         print(f"repetition {rep + 1}/{args.repeat}", flush=True)
-        repetitions.append(run_repetition(args, env, dirs, machine))
+        repetitions.append(run_repetition(args, env, dirs, machine, first=rep == 0))
     report["load_after"] = load_average()
     report["total_seconds"] = time.time() - started
     report["table"] = aggregate([build_rows(sections, report["config"]) for sections in repetitions])
@@ -706,8 +745,11 @@ def main(argv=None) -> int:
     return 0 if all("error" not in (s or {}) for sections in repetitions for s in sections.values()) else 1
 
 
-def run_repetition(args, env, dirs, machine) -> dict:
-    """One repetition of every section asked for, baseline first: ratios are taken within it."""
+def run_repetition(args, env, dirs, machine, first: bool = True) -> dict:
+    """One repetition of every section asked for, baseline first: ratios are taken within it.
+
+    (m), memory over 17 trials per slot, runs in the first repetition only.
+    """
     sections: dict = {}
     if "a" in args.only:
         sections["a"] = section_a(args, env, dirs)
@@ -730,6 +772,8 @@ def run_repetition(args, env, dirs, machine) -> dict:
             sections["e"] = section_e(args, env, dirs, machine["cores"], config_path)
         if "f" in args.only:
             sections["f"] = section_f(args, env, dirs, config_path)
+    if "m" in args.only and first:
+        sections["m"] = section_m(args, env, dirs, machine["cores"])
     return sections
 
 

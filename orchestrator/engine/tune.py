@@ -7,7 +7,8 @@
 
 Each trial is a Tune function trainable that runs a Ray Train V2 trainer
 (Train V2's supported way; see ``train.make_trainer``) with ``TuneReportCallback`` forwarding every
-epoch to Tune. Early stopping works on two levels: Keras EarlyStopping inside a
+epoch to Tune; a trial of one worker instead runs the worker loop in its own,
+reused Tune actor (the fast path: ``engine/fast_trial.py``, ``worker/in_actor.py``). Early stopping works on two levels: Keras EarlyStopping inside a
 trial (its own patience) and ASHA across trials. The task's arrays are loaded
 once and shared with every trial and worker through the object store. Per-trial output
 (checkpoints, TensorBoard) is written by the workers while they train, because
@@ -22,6 +23,7 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -529,7 +531,34 @@ def check_search_resumable(run_dir: Path) -> None:
                         "pass --overwrite to start the search over") from None
     trials = run_dir / TRIALS_DIR
     for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
-        check_resumable(trial_dir, what="trial")
+        if (trial_dir / integrity.SNAPSHOT).exists() or not any(trial_dir.glob("checkpoint_*")):
+            check_resumable(trial_dir, what="trial")  # a Ray Train run (or nothing to check)
+        else:
+            check_fast_trial_resumable(trial_dir)
+
+
+def check_fast_trial_resumable(trial_dir: Path) -> None:
+    """A fast-path trial (no Ray Train record) resumes from its newest checkpoint that is whole.
+
+    Damaged newer ones are set aside as ``corrupt-<name>`` (said on stderr), as for
+    a run; with none whole, one line names the newest one's damaged file.
+    """
+    damaged = []
+    for directory in sorted(trial_dir.glob("checkpoint_*"), reverse=True):  # named by time: newest first
+        try:
+            integrity.check_checkpoint(directory)
+        except integrity.CorruptFile as exc:
+            damaged.append((directory, exc))
+            continue
+        for bad, exc in damaged:
+            bad.rename(bad.with_name(f"corrupt-{bad.name}"))
+            print(f"[orchestrator] trial {trial_dir.name!r}: {exc.path}: {exc.problem}; resuming from the "
+                  f"previous complete checkpoint {directory.name}, the damaged one is kept as corrupt-{bad.name}",
+                  file=sys.stderr, flush=True)
+        return
+    exc = damaged[0][1]
+    raise UserError(f"cannot resume trial {trial_dir.name!r} from its latest checkpoint: {exc.path} is "
+                    f"{exc.problem}; restore it, or pass --overwrite to start over")
 
 
 @contextlib.contextmanager
