@@ -511,7 +511,7 @@ def build_rows(sections: dict, config: dict) -> list[dict]:
 
     ``ok`` takes a value (or ratio, see ``on``) and says whether it meets the target.
     """
-    a, b, c, e, f = (sections.get(k) or {} for k in SECTIONS)
+    a, b, c, e, f = (sections.get(k) or {} for k in ("a", "b", "c", "e", "f"))
     a_spe = sections.get("a_spe") or {}
     e0 = sections.get("e0") or {}
     rows: list[dict] = []
@@ -737,6 +737,7 @@ def main(argv=None) -> int:
         repetitions.append(run_repetition(args, env, dirs, machine, first=rep == 0))
     report["load_after"] = load_average()
     report["total_seconds"] = time.time() - started
+    out_path.write_text(json.dumps(report, indent=1, default=str))  # the measurements, before any summary
     report["table"] = aggregate([build_rows(sections, report["config"]) for sections in repetitions])
     out_path.write_text(json.dumps(report, indent=1, default=str))
     print()
