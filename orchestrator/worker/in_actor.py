@@ -34,7 +34,7 @@ import tensorflow as tf
 from ray import tune
 from ray.train import Checkpoint
 
-from orchestrator.checkpoint_files import REPORT, STATE, complete_state, newest_complete_checkpoint
+from orchestrator.checkpoint_files import REPORT, complete_state, newest_complete_checkpoint
 from orchestrator.contract import WorkerConfig
 from orchestrator.worker.resume import ResumePoint
 
@@ -119,7 +119,6 @@ class TuneTrialSession:
 def train_trial(run: WorkerConfig) -> None:
     """Train one trial in this process, as one Ray Train worker would, then leave TensorFlow clean."""
     global _trials_run
-    from orchestrator.contract import CONFIG_KEY
     from orchestrator.worker.loop import train_loop_per_worker
 
     tf.keras.backend.clear_session()  # the last trial's graphs and layer names, if it left any
