@@ -15,13 +15,15 @@ from orchestrator.search_space import Search
 
 
 def uses_fast_path(search: Search) -> bool:
-    """One worker per trial, asked for (``search.fast_path``, the default), and not PBT.
+    """One worker per trial, asked for (``search.fast_path``, the default), not PBT, storage a local path.
 
     PBT members start from another member's checkpoint through Ray Train
-    (``engine/pbt.py``); they keep the Ray Train path.
+    (``engine/pbt.py``); they keep the Ray Train path. The fast path writes a
+    trial's checkpoints with file operations on a path every node mounts; storage
+    given as a URI (object storage) keeps Ray Train, which uploads them.
     """
     return (search.search.fast_path and search.base.scaling.workers == 1
-            and search.search.algorithm != "pbt")
+            and search.search.algorithm != "pbt" and "://" not in search.base.storage)
 
 
 def trial_resources(search: Search) -> dict:
