@@ -41,6 +41,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
         sys.exit("bench.kt_hyperband runs Keras 3: unset TF_USE_LEGACY_KERAS")
+    # Loading a task sets it to "1" unless it is set (orchestrator/tasks/registry.py), and TensorFlow
+    # binds tf.keras on first use: "0" keeps the task's tf.keras.Sequential a Keras 3 model here.
+    os.environ["TF_USE_LEGACY_KERAS"] = "0"
 
     import numpy as np
     import keras

@@ -229,10 +229,14 @@ def train(config_path: Optional[str], address: Optional[str], resume: bool, over
               help="End the search once any trial reaches this, e.g. val_accuracy=0.98 (repeatable).")
 @click.option("--export-top", type=int, metavar="K",
               help="Keep the K best trials' models (Keras + SavedModel, config, test evaluation) in top_models/.")
+@click.option("--fast-path/--no-fast-path", "fast_path", default=None,
+              help="Train one-worker trials inside their reused Tune actor (default: search.fast_path, true); "
+                   "--no-fast-path runs every trial under Ray Train.")
 @_user_errors
 def tune(config_path: Optional[str], address: Optional[str], resume: bool, overwrite: bool,
          samples: Optional[int], workers_per_trial: Optional[int], max_concurrent: Optional[int],
-         algorithm: Optional[str], stop_at: tuple, export_top: Optional[int], **flags: Any) -> None:
+         algorithm: Optional[str], stop_at: tuple, export_top: Optional[int], fast_path: Optional[bool],
+         **flags: Any) -> None:
     """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json.
 
     With --algorithm pbt, a population trains side by side and the winner's LR of
@@ -252,7 +256,8 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
                         "e.g. --config jobs/configs/tune_mnist.yaml")
     config = load_config(config_path, {
         **_overrides(**flags), "search.workers_per_trial": workers_per_trial, "search.algorithm": algorithm,
-        "search.samples": samples, "search.stop_at": _parse_stop_at(stop_at), "search.export_top": export_top})
+        "search.samples": samples, "search.stop_at": _parse_stop_at(stop_at), "search.export_top": export_top,
+        "search.fast_path": fast_path})
     search = load_search(config)
     from orchestrator.engine.train import default_name
     from orchestrator.engine.tune import run_search

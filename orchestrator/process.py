@@ -65,6 +65,12 @@ def worker_env_vars(verbose: bool) -> dict[str, str]:
     return {**TF_ENV_VARS, VERBOSE_ENV: "1" if verbose else "0"}
 
 
+def use_worker_env(verbose: bool) -> None:
+    """This process trains like a Ray Train worker (a fast-path trial's actor): its env, where unset."""
+    for key, value in worker_env_vars(verbose).items():
+        os.environ.setdefault(key, value)
+
+
 def prepare_driver(verbose: bool) -> None:
     """This process (and a local Ray started from it, which inherits its env): workers' vars, Ray Train's."""
     os.environ.update(worker_env_vars(verbose))

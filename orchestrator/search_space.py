@@ -148,6 +148,10 @@ class SearchSpec(BaseModel):
     workers_per_trial: Optional[int] = Field(None, ge=1, examples=[2])
     max_concurrent: Optional[int] = Field(None, ge=1, examples=[2])
     max_failures_per_trial: int = Field(0, ge=0, examples=[1])
+    # Trials of one worker train inside Tune's own (reused) trial actor, TensorFlow imported
+    # and the data fetched once per actor, instead of a Ray Train worker group per trial.
+    # False: every trial runs under Ray Train, as trials of several workers always do.
+    fast_path: bool = Field(True, examples=[False])
     # Keep the K best trials' models (each with its config and test evaluation) under top_models/.
     export_top: Optional[int] = Field(None, ge=1, examples=[3])
     asha: AshaSpec = AshaSpec()

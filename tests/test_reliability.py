@@ -251,19 +251,24 @@ def finished_trials(run_dir: Path) -> list[str]:
 
 
 def trial_epochs(run_dir: Path) -> dict[str, int]:
-    """Each started trial's latest epoch registered by its Train run (written at once, unlike Tune's rows)."""
+    """Each started trial's latest epoch on storage (written at once, unlike Tune's rows): the one its
+    Train run registered, or on the fast path (no Train run) its newest complete checkpoint's."""
+    from orchestrator.checkpoint_files import newest_complete_checkpoint
+
     trials = run_dir / "trials"
-    return {p.name: reported_epoch(p) for p in trials.iterdir()} if trials.is_dir() else {}
+    return {p.name: max(reported_epoch(p), int((newest_complete_checkpoint(p) or (None, {"epoch": 0}))[1]["epoch"]))
+            for p in trials.iterdir()} if trials.is_dir() else {}
 
 
-def one_finished_one_running(run_dir: Path) -> Optional[tuple[list[str], list[str]]]:
+def one_finished_one_running(run_dir: Path, epochs: int = SEARCH_CONFIG["training"]["epochs"]
+                             ) -> Optional[tuple[list[str], list[str]]]:
     """(finished, running) trial ids once a trial has finished while another is early in its run.
 
     "Early": at least two epochs to go, so it cannot finish between this check and a kill.
     """
     finished = finished_trials(run_dir)
     running = [t for t, epoch in trial_epochs(run_dir).items()
-               if t not in finished and 1 <= epoch <= SEARCH_CONFIG["training"]["epochs"] - 2]
+               if t not in finished and 1 <= epoch <= epochs - 2]
     return (finished, running) if finished and running else None
 
 
@@ -326,14 +331,23 @@ def test_a_killed_worker_is_replaced_and_training_continues_where_it_was(cli, tm
 
 # ------------------------------------------------------------ 2. driver killed
 
-def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path):
-    config = write_config(tmp_path, SEARCH_CONFIG, mnist_path, "search.yaml")
+@pytest.mark.parametrize("fast_path", [False, True], ids=["ray-train", "fast-path"])
+def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_trials(cli, tmp_path, mnist_path,
+                                                                                     fast_path):
+    # fast path: each trial trains in its (reused) Tune actor instead of a Ray Train worker group. Trials
+    # of a slot start together and run in step there, and Tune's rows lag its trials by seconds: more
+    # epochs keep the moment of the kill (a trial done, another with epochs to go) seconds long.
+    training = {**SEARCH_CONFIG["training"], **({"epochs": 8} if fast_path else {})}
+    epochs = training["epochs"]
+    config = write_config(tmp_path, {**SEARCH_CONFIG, "training": training,
+                                     "search": {**SEARCH_CONFIG["search"], "fast_path": fast_path}},
+                          mnist_path, "search.yaml")
     storage, name = tmp_path / "results", "driver-killed"
     run_dir = storage / name
     args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
     search = cli(*args, tag="tune")
 
-    done, running = wait_for(lambda: one_finished_one_running(run_dir), RUN_TIMEOUT,
+    done, running = wait_for(lambda: one_finished_one_running(run_dir, epochs), RUN_TIMEOUT,
                              "a finished trial while another one runs", search, interval=0.1)
     os.killpg(search.pgid, signal.SIGKILL)  # the driver, its local Ray and every worker
     left = search.wait_group_gone(ORPHAN_GRACE)
@@ -353,7 +367,6 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
     assert summary["trials"] == 4 and len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4
     assert sorted(r["config"]["optimizer.learning_rate"] for r in rows) == [0.0005, 0.001, 0.002, 0.004]
-    epochs = SEARCH_CONFIG["training"]["epochs"]
     for row in rows:
         assert row["status"] == "TERMINATED", row
         assert row["stop_reason"] == f"max_epochs ({epochs})", row
@@ -896,6 +909,7 @@ CHAOS_SEARCH = {
     "data": {"train_examples": 4000, "validation_examples": 1000, "test_examples": 1000},
     "search": {
         "samples": 1, "workers_per_trial": 1, "max_concurrent": 2,
+        "fast_path": False,  # kills Ray Train workers: every trial runs under Ray Train
         "max_failures_per_trial": 1,  # Tune restarts a trial whose driver died, once
         "asha": {"enabled": False},
         "space": {"optimizer.learning_rate": {"grid": [0.004, 0.003, 0.002, 0.0015, 0.001, 0.0008, 0.0006, 0.0005]},

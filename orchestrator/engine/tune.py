@@ -7,7 +7,8 @@
 
 Each trial is a Tune function trainable that runs a Ray Train V2 trainer
 (Train V2's supported way; see ``train.make_trainer``) with ``TuneReportCallback`` forwarding every
-epoch to Tune. Early stopping works on two levels: Keras EarlyStopping inside a
+epoch to Tune; a trial of one worker instead runs the worker loop in its own,
+reused Tune actor (the fast path: ``engine/fast_trial.py``, ``worker/in_actor.py``). Early stopping works on two levels: Keras EarlyStopping inside a
 trial (its own patience) and ASHA across trials. The task's arrays are loaded
 once and shared with every trial and worker through the object store. Per-trial output
 (checkpoints, TensorBoard) is written by the workers while they train, because
@@ -87,19 +88,25 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
 def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     from ray import tune
 
+    from orchestrator.engine.fast_trial import run_fast_trial, trial_resources, uses_fast_path
     from orchestrator.engine.pbt import run_pbt_trial
 
     # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
     # the task as the driver found it, so a trial on a node without the task's file runs it.
-    trial_fn = run_pbt_trial if algorithm(search.search.algorithm).population else run_trial
+    fast = uses_fast_path(search)
+    trial_fn = run_fast_trial if fast else run_pbt_trial if algorithm(search.search.algorithm).population \
+        else run_trial
     fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
                               run_dir=for_worker(run_dir))
-    return tune.with_resources(fn, TRIAL_DRIVER_RESOURCES)
+    return tune.with_resources(fn, trial_resources(search) if fast else TRIAL_DRIVER_RESOURCES)
 
 
 def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurrent: int,
            stopper=None, callbacks: Optional[list] = None):
     from ray import tune
+
+    from orchestrator.engine.fast_trial import uses_fast_path
+    from orchestrator.engine.trial_clock import CLOCK_FILE, TrialClock
 
     s = search.search
     algo = algorithm(s.algorithm)
@@ -111,11 +118,16 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                     else asha(search),
                                     search_alg=algo.searcher(search, max_concurrent),
                                     # Tune would ignore it for such a searcher, with a warning.
-                                    max_concurrent_trials=None if algo.limits_concurrency else max_concurrent),
+                                    max_concurrent_trials=None if algo.limits_concurrency else max_concurrent,
+                                    # The fast path's actor imported TensorFlow and holds the data:
+                                    # the next trial of its slot runs in it.
+                                    reuse_actors=uses_fast_path(search)),
         run_config=tune.RunConfig(name=run_dir.name, **tune_storage(run_dir), stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
-                                  callbacks=(callbacks or []) + ([] if search.base.verbose else
+                                  callbacks=(callbacks or [])
+                                  + ([TrialClock(str(run_dir / CLOCK_FILE))] if isinstance(run_dir, Path) else [])
+                                  + ([] if search.base.verbose else
                                   [SearchTable(search, trial_count(search.param_space(), samples),
                                                max_concurrent or 1)])),
     )
@@ -550,4 +562,31 @@ def check_search_resumable(run_dir: Path) -> None:
                         "pass --overwrite to start the search over") from None
     trials = run_dir / TRIALS_DIR
     for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
-        check_resumable(trial_dir, what="trial")
+        if (trial_dir / integrity.SNAPSHOT).exists() or not any(trial_dir.glob("checkpoint_*")):
+            check_resumable(trial_dir, what="trial")  # a Ray Train run (or nothing to check)
+        else:
+            check_fast_trial_resumable(trial_dir)
+
+
+def check_fast_trial_resumable(trial_dir: Path) -> None:
+    """A fast-path trial (no Ray Train record) resumes from its newest checkpoint that is whole.
+
+    Damaged newer ones are set aside as ``corrupt-<name>`` (said on stderr), as for
+    a run; with none whole, one line names the newest one's damaged file.
+    """
+    damaged = []
+    for directory in sorted(trial_dir.glob("checkpoint_*"), reverse=True):  # named by time: newest first
+        try:
+            integrity.check_checkpoint(directory)
+        except integrity.CorruptFile as exc:
+            damaged.append((directory, exc))
+            continue
+        for bad, exc in damaged:
+            bad.rename(bad.with_name(f"corrupt-{bad.name}"))
+            print(f"[orchestrator] trial {trial_dir.name!r}: {exc.path}: {exc.problem}; resuming from the "
+                  f"previous complete checkpoint {directory.name}, the damaged one is kept as corrupt-{bad.name}",
+                  file=sys.stderr, flush=True)
+        return
+    exc = damaged[0][1]
+    raise UserError(f"cannot resume trial {trial_dir.name!r} from its latest checkpoint: {exc.path} is "
+                    f"{exc.problem}; restore it, or pass --overwrite to start over")

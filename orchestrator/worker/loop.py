@@ -43,7 +43,8 @@ from orchestrator.storage import LocalMirror, location
 from orchestrator.worker.datasets import split_datasets
 from orchestrator.worker.model import TaskError, build_compiled_model
 from orchestrator.worker.preflight import check_task
-from orchestrator.worker.resume import ResumePoint, report_again, resume_point
+from orchestrator.worker.resume import ResumePoint
+from orchestrator.worker.session import RayTrainSession
 from orchestrator.worker.tensorboard_rewind import rewind as rewind_tensorboard
 
 
@@ -74,14 +75,21 @@ def _strategy(workers: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(config: dict, session=None) -> None:
+    """Train one worker's part of a run.
+
+    Args:
+        config: Ray Train's ``train_loop_config``: the :class:`WorkerConfig` under ``CONFIG_KEY``.
+        session: who this worker is, where its epochs are reported and where it resumes
+            (:mod:`orchestrator.worker.session`); default: a Ray Train worker.
+    """
     run: WorkerConfig = config[CONFIG_KEY]
     spec = run.spec
-    context = ray.train.get_context()
-    is_chief = context.get_world_rank() == 0
+    session = session if session is not None else RayTrainSession()
+    is_chief = session.world_rank == 0
     _limit_threads(spec.scaling.cpus_per_worker)
 
-    strategy = _strategy(context.get_world_size())
+    strategy = _strategy(session.world_size)
     tf.keras.utils.set_random_seed(spec.seed)
     task = load(run.task)
     params = task.parse_params(spec.task.params, spec.task.name)
@@ -91,7 +99,7 @@ def train_loop_per_worker(config: dict) -> None:
     try:
         with strategy.scope():
             model = build_compiled_model(spec, task, params)
-        problem, steps = check_task(task, spec.task.name, params, model, arrays, workers=context.get_world_size(),
+        problem, steps = check_task(task, spec.task.name, params, model, arrays, workers=session.world_size,
                                     replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
     except TaskError as err:  # build_model raised, or returned no Keras model
         problem = str(err)
@@ -100,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
         # Train from restarting the group to fail the same way again.
         if is_chief:
             write_text_atomic(location(run.run_dir) / TASK_ERROR_FILE, problem)
-        ray.train.report({"task_error": problem})
+        session.report({"task_error": problem})
         return
     train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
@@ -108,10 +116,10 @@ def train_loop_per_worker(config: dict) -> None:
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
     resumed_from: list[int] = []  # the epochs this run restarted from: a record of its interruptions
-    identity = {"world_rank": context.get_world_rank(), "world_size": context.get_world_size(),
+    identity = {"world_rank": session.world_rank, "world_size": session.world_size,
                 "replicas": strategy.num_replicas_in_sync, "node_id": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid()}
-    resume = resume_point()  # every rank, at once: the last epoch whose report completed
+    resume = session.resume_point()  # every rank, at once: the last epoch whose report completed
     if resume.checkpoint is None and run.start_checkpoint is not None:
         resume = ResumePoint(run.start_checkpoint)  # a new run told where to start (a PBT member)
     if resume.checkpoint is not None:
@@ -125,7 +133,7 @@ def train_loop_per_worker(config: dict) -> None:
         if resume.checkpoint is not run.start_checkpoint:  # its own checkpoint, not a PBT donor's
             resumed_from = [*state.get("resumed_from_epochs", []), start_epoch]
         if not resume.registered:
-            report_again(resume, state, identity)
+            session.report_again(resume, state, identity)
         if state.get("stop_reason"):
             return  # the run had already finished when it was checkpointed
         if is_chief:
@@ -189,10 +197,17 @@ def train_loop_per_worker(config: dict) -> None:
         extra_state=extra_state, history=history,
         examples_per_epoch=len(arrays.y_train) if arrays is not None else 0,
         monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
-        identity=identity))
+        identity={**identity, **getattr(session, "identity", {})}, report=session.report))
 
-    model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
-              steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),
-              initial_epoch=start_epoch, callbacks=callbacks,
-              verbose=keras_verbose)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
+                  steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),
+                  initial_epoch=start_epoch, callbacks=callbacks,
+                  verbose=keras_verbose)
+    finally:
+        # A trial Tune stops (ASHA) leaves fit() from inside a report, skipping on_train_end:
+        # its event files are closed here, as a process that lives on runs the next trial.
+        for callback in callbacks:
+            if hasattr(callback, "_close_writers"):
+                callback._close_writers()
+        shutil.rmtree(staging, ignore_errors=True)

@@ -62,6 +62,12 @@ class HParamsMetrics(tf.keras.callbacks.Callback):
                 tf.summary.scalar(metric, value, step=epoch)
         self._writer.flush()
 
+    def _close_writers(self):
+        """Named as Keras's TensorBoard names it: the loop closes both kinds when fit() is left early."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
 
 def chief_tensorboard(log_dir: str, histogram_freq: int, write_graph: bool,
                       hparams: Optional[dict] = None, trial_id: Optional[str] = None,

@@ -1,0 +1,55 @@
+"""Which trials take the fast path (one worker, trained in Tune's reused trial actor), and its trial function.
+
+The driver side only: TensorFlow is imported inside the trial function, in the
+trial's actor (see :mod:`orchestrator.worker.in_actor`), never in the search's driver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator import process
+from orchestrator.contract import Trial, WorkerConfig
+from orchestrator.search_algorithms import algorithm
+from orchestrator.search_space import Search
+
+
+def uses_fast_path(search: Search) -> bool:
+    """One worker per trial, asked for (``search.fast_path``, the default), not PBT, storage a local path.
+
+    PBT members start from another member's checkpoint through Ray Train
+    (``engine/pbt.py``); they keep the Ray Train path. The fast path writes a
+    trial's checkpoints with file operations on a path every node mounts; storage
+    given as a URI (object storage) keeps Ray Train, which uploads them.
+    """
+    return (search.search.fast_path and search.base.scaling.workers == 1
+            and not algorithm(search.search.algorithm).population and "://" not in search.base.storage)
+
+
+def trial_resources(search: Search) -> dict:
+    """The trial actor trains itself: it holds the worker's CPUs and GPUs."""
+    scaling = search.base.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.gpus_per_worker:
+        resources["GPU"] = scaling.gpus_per_worker
+    return resources
+
+
+def run_fast_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
+    """One Tune trial trained in this actor: the same worker loop, reporting each epoch to Tune."""
+    from ray import tune
+
+    from orchestrator.engine.tune import TENSORBOARD_DIR, TRIALS_DIR, trial_label
+
+    # What a Ray Train worker gets in its runtime env, before TensorFlow's first import here.
+    process.use_worker_env(search.base.verbose)
+    from orchestrator.worker.in_actor import train_trial
+
+    trial_id = tune.get_context().get_trial_id()
+    hparams = search.hparams(config)
+    label = trial_label(trial_id, hparams)
+    spec = search.trial_spec(config, name=trial_id)
+    train_trial(WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
+                             run_dir=str(Path(run_dir) / TRIALS_DIR / trial_id),
+                             tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / label),
+                             trial=Trial(label, dict(hparams))))

@@ -1,0 +1,39 @@
+"""``python -m bench.run --quick`` still runs: the smoke run of the benchmark, so it cannot rot.
+
+Sections (a) and (e) only, one repetition: (e) runs the search on both trial paths
+((e0) Ray Train per trial, (e) the fast path) end to end. (b)-(d) are the
+``orchestrator train`` runs other tests cover, (f) needs KerasTuner (``.[bench]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_runs_both_search_paths_and_reports_median_ranges(tmp_path, mnist_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(Path("/tmp") / f"bench-test-{os.getpid()}")  # its own Ray, short socket paths
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "a,e", "--data", str(mnist_path),
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    [sections] = report["repetitions"]
+    for key in ("a", "e0", "e"):
+        assert "error" not in sections[key], (key, sections[key])
+    for key in ("e0", "e"):
+        assert sections[key]["trials_in_summary"] == report["config"]["trials"]
+        assert all(r.startswith(("max_epochs", "asha", "early_stopping"))
+                   for r in sections[key]["stop_reasons"].values()), sections[key]["stop_reasons"]
+    # The fast path ran in reused actors, which said how much memory they held.
+    assert sections["e"]["actor_rss_mb"], sections["e"]
+    table = {row["figure"]: row for row in report["table"]}
+    wall = table["(e) search, fast path: wall s, ratio vs (e0)"]
+    assert wall["value"] > 0 and wall["ratio"] == wall["value"] / sections["e0"]["wall_s"]
+    assert "(e0) search, Ray Train per trial: wall s" in done.stdout
