@@ -222,6 +222,19 @@ def test_a_task_that_cannot_train_is_one_line_exit_2_and_keeps_a_finished_run(ca
     assert after == before  # the run's files; the empty lock file of the name's owner may stay
 
 
+def test_a_task_that_cannot_train_ends_a_search_in_one_line_exit_2(tmp_path):
+    body, expected = WORKER_CASES["builder-raises"]
+    (tmp_path / "bad.py").write_text(ARRAYS + body + "\ntask = Task(build_model=build_model, load_data=load_data)\n")
+    (tmp_path / "s.yaml").write_text("task: bad.py:task\ntraining: {epochs: 2}\nsearch: {samples: 1, max_concurrent: 1, "
+                                     "space: {optimizer.learning_rate: {grid: [0.01, 0.001]}}}\n")
+    out = run_cli(["tune", "--config", "s.yaml", "--storage", "results", "--name", "s"], cwd=tmp_path, timeout=600)
+    assert out.returncode == 2, _tail(out)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], _tail(out)
+    assert not [line for line in out.stderr.splitlines() if "Traceback" in line and "pid=" not in line], _tail(out)
+    assert not (tmp_path / "results" / "s" / "summary.json").exists()
+
+
 def test_the_readme_main_job_still_reaches_98_percent_through_the_default_task(tmp_path):
     """`orchestrator train --workers 2 --epochs 20` on full MNIST: the tutorial's MLP, as before the seam."""
     out = run_cli(["train", "--workers", "2", "--epochs", "20", "--storage", "results", "--name", "main"],

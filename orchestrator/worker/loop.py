@@ -108,7 +108,8 @@ def train_loop_per_worker(config: dict, session=None) -> None:
         # Train from restarting the group to fail the same way again.
         if is_chief:
             write_text_atomic(location(run.run_dir) / TASK_ERROR_FILE, problem)
-        session.report({"task_error": problem})
+        # With the metric Tune ranks by (a search's, the trial's monitor): Tune refuses a result without it.
+        session.report({"task_error": problem, spec.checkpoint.monitor: float("nan")})
         return
     train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
