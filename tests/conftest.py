@@ -148,3 +148,24 @@ def pbt_search_config(epochs: int, interval: int = 2) -> dict:
                          tensorboard={"histogram_freq": 0, "write_graph": False},
                          extra={"lr_schedule": {"name": "constant"}}, algorithm="pbt",
                          pbt={"perturbation_interval": interval, "quantile": 0.5, "resample_probability": 0.0})
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Start ``orchestrator`` commands; whatever is left of them is killed by pgid at teardown."""
+    import shutil
+
+    from commands import Cli
+
+    started: list[Cli] = []
+
+    def start(*args: str, tag: str = "run") -> Cli:
+        command = Cli(list(args), tmp_path, f"{tag}{len(started)}")
+        started.append(command)
+        return command
+
+    yield start
+    for command in started:
+        command.kill_group()
+        command.wait_group_gone(30)
+        shutil.rmtree(command.ray_tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import run_cli
-from test_reliability import ORPHAN_GRACE, RUN_TIMEOUT, SEARCH_CONFIG, cli  # noqa: F401 (cli: fixture)
+from commands import ORPHAN_GRACE, RUN_TIMEOUT, SEARCH_CONFIG
 from test_resume_fidelity import (CONFIG, EPOCHS, KILLED_AFTER, assert_one_run_trained_each_epoch_once,
                                   assert_tensorboard_once_per_epoch, resumed_epochs)
 

@@ -26,8 +26,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from orchestrator.checkpoint_files import complete_state, manifest, newest_complete_checkpoint
 from orchestrator.worker.tensorboard_rewind import rewind
-from test_reliability import (ORPHAN_GRACE, RUN_TIMEOUT, SCHEDULE, TRAIN_CONFIG, Cli, assert_best_checkpoint_kept,
-                              assert_continuous_history, cli, write_config)  # noqa: F401 (cli: fixture)
+from commands import (ORPHAN_GRACE, RUN_TIMEOUT, SCHEDULE, TRAIN_CONFIG, Cli, assert_best_checkpoint_kept,
+                      assert_continuous_history, write_config)
 
 EPOCHS = 3
 KILLED_AFTER = 2
