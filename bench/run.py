@@ -40,6 +40,13 @@ and global batch (128), each in its own subprocess:
     ``tuner.fit`` span (``summary.json`` ``wall_seconds``). "Training share" puts only
     the epochs' own time in the numerator. The fast path's reports also carry each
     trial actor's resident memory at the start of each of its trials.
+(p) Population Based Training: ``jobs/configs/pbt_mnist.yaml`` (population 4,
+    perturbed every 2 epochs, 2 members at a time here) with the benchmark's data,
+    batch and ``--search-epochs``, run right after (e): time to the target as in
+    (f), compared with (e)'s in the same repetition, the best member's test
+    accuracy, and the exploit cost: from the end of the epoch after which a member
+    copied another to the start of its next epoch (its Ray Train run restarted from
+    the donor's checkpoint), median over the copies.
 (m) memory: a search of 1-epoch trials, 17 per slot on the fast path: each trial
     actor's resident memory after its 16th trial over after its 2nd (first repetition only).
 (f) time from command start until some trial ends an epoch with validation
@@ -49,7 +56,7 @@ and global batch (128), each in its own subprocess:
     data, batch, steps_per_execution and machine (``bench.kt_hyperband``, Keras 3,
     stopped once it gets there, or after ``--kt-max-seconds``).
 
-Sections run in that order, then again (``--repeat``, default 3): a b c e0 e f, a b
+Sections run in that order, then again (``--repeat``, default 3): a b c e0 e f p, a b
 c ... Every figure is the median [min-max] over the repetitions; every ratio is
 taken within one repetition (e.g. (b) over the (a') run just before it), then
 summarised the same way; a target whose range straddles it is "not settled".
@@ -84,7 +91,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "out" / "latest.json"
 TUNE_CONFIG = ROOT / "jobs" / "configs" / "tune_mnist.yaml"
-SECTIONS = ("a", "b", "c", "e", "f", "m")  # (d) comes from (b) and (c)
+PBT_CONFIG = ROOT / "jobs" / "configs" / "pbt_mnist.yaml"
+SECTIONS = ("a", "b", "c", "e", "p", "f", "m")  # (d) comes from (b) and (c)
 
 TARGETS = {
     "b_epoch_ratio": 1.10,       # (b) steady epoch time <= 1.10 x (a') (plain fit, same steps_per_execution)
@@ -96,6 +104,8 @@ TARGETS = {
     "f_time_to_target_s": 10.0,  # (f) time to target <= 10 s
     "f_vs_kerastuner": 8.0,      # (f) KerasTuner's time to target / ours >= 8
     "m_memory_ratio": 1.2,       # (m) a trial actor's resident memory after its 16th trial <= 1.2 x after its 2nd
+    "p_vs_asha": 1.0,            # (p) PBT's time to target <= (e)'s (the ASHA search), same repetition
+    "p_exploit_s": 1.0,          # (p) exploit cost: a copying member's pause -> its next epoch begun <= 1 s
 }
 MEMORY_TRIALS_PER_SLOT = 17  # (m): the 17th trial's start is "after the 16th"
 
@@ -445,6 +455,57 @@ def section_e(args, env, dirs, cores: int, config_path: Path, label: str = "e_se
     }
 
 
+def pbt_config(args, dirs) -> Path:
+    """jobs/configs/pbt_mnist.yaml with the benchmark's data, batch and epochs."""
+    config = yaml.safe_load(PBT_CONFIG.read_text())
+    config["data"] = {**(config.get("data") or {}), **_data_config(args)}
+    config["task"] = _task_config(args)
+    config["training"] = {**config["training"], "epochs": args.search_epochs, "batch_size_per_worker": args.global_batch}
+    if args.steps_per_execution:
+        config["training"]["steps_per_execution"] = args.steps_per_execution
+    config["search"]["samples"] = min(config["search"]["samples"], max(2, args.trials))  # quick: a population of 2
+    config["search"]["pbt"]["perturbation_interval"] = min(config["search"]["pbt"]["perturbation_interval"],
+                                                           max(1, args.search_epochs - 1))
+    path = dirs["runs"] / "pbt.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def exploit_costs(summary: dict, trials: dict[str, list[dict]]) -> list[float]:
+    """For each copy: the copying member's epoch end before it -> its next epoch's start (Tune's rows)."""
+    costs = []
+    for row in summary["results"]:
+        rows = sorted(trials.get(row["trial_id"], []), key=lambda r: r.get("started_at") or 0)
+        by_epoch = {r["epoch"]: r for r in rows if r.get("started_at")}
+        for copy in row.get("copies") or []:
+            before, after = by_epoch.get(copy["epoch"]), by_epoch.get(copy["epoch"] + 1)
+            if before and after and after["started_at"] > before["started_at"]:
+                costs.append(after["started_at"] - (before["started_at"] + before["epoch_seconds"]))
+    return costs
+
+
+def section_p(args, env, dirs) -> dict:
+    """(p) a PBT search: time to the target, best test accuracy, exploit cost."""
+    name = "bench-p_pbt"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(pbt_config(args, dirs)),
+           "--storage", str(dirs["runs"]), "--name", name, "--overwrite"]
+    proc = run_logged("p_pbt", cmd, env, dirs["logs"], args.timeout)
+    run_dir = dirs["runs"] / name
+    if proc["rc"] != 0 or not (run_dir / "summary.json").exists():
+        return {"error": proc["status"], "process": proc}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trials = _tune_trial_rows(run_dir)
+    hits = [r["started_at"] + r["epoch_seconds"] for rows in trials.values() for r in rows
+            if r.get("val_accuracy", 0.0) >= args.target and r.get("started_at")]
+    costs = exploit_costs(summary, trials)
+    return {
+        "process": proc, "members": len(summary["results"]), "wall_s": summary.get("wall_seconds"),
+        "time_to_target_s": min(hits) - proc["started_at"] if hits else None,
+        "best_test_accuracy": ((summary.get("evaluation") or {}).get("final_weights") or {}).get("accuracy"),
+        "copies": len(costs), "exploit_s": costs, "exploit_median_s": median(costs),
+    }
+
+
 def section_m(args, env, dirs, cores: int) -> dict:
     """(m) memory of a reused trial actor: a search of 1-epoch trials, 17 per slot, on a data subset."""
     config = yaml.safe_load(tune_config(args, dirs).read_text())
@@ -573,6 +634,16 @@ def build_rows(sections: dict, config: dict) -> list[dict]:
             rss = [v for actor in (s.get("actor_rss_mb") or {}).values() for v in actor.values()]
             if rss:
                 row("(e) trial actor resident MB, highest at a trial's start", max(rss), digits=0)
+    p = sections.get("p") or {}
+    if p and "error" not in p:
+        ours = e.get("time_to_target_s") if e and "error" not in e else None
+        row(f"(p) PBT: s to val acc >= {config['target'] * 100:.1f}%, ratio vs (e)", p.get("time_to_target_s"),
+            ours, "<= 1.00x", lambda x: x <= TARGETS["p_vs_asha"], on="ratio")
+        row("(p) PBT: best member's test accuracy", p.get("best_test_accuracy"), digits=4)
+        row(f"(p) PBT: exploit cost s (median of {p.get('copies')} copies)", p.get("exploit_median_s"), None,
+            "<= 1.0 s", lambda x: x <= TARGETS["p_exploit_s"])
+    elif p:
+        row(f"(p) PBT: {p.get('error')}", None)
     if f and "error" not in f:
         theirs = f.get("time_to_target_s")
         row(f"(f) KerasTuner Hyperband: s to val acc >= {config['target'] * 100:.1f}%", theirs)
@@ -691,7 +762,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--validation-examples", type=int, help="validation examples (default 10000; quick 2000)")
     p.add_argument("--data", help="mnist.npz (default: the Keras cache)")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help="sections to run, e.g. a,b (default a,b,c,e,f,m; e runs (e0) too; m once)")
+                   help="sections to run, e.g. a,b (default a,b,c,e,p,f,m; e runs (e0) too; m once)")
     p.add_argument("--timeout", type=float, default=600, help="limit per subprocess, seconds")
     p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for the 1-minute load average to fall below --max-load")
@@ -707,7 +778,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS) - {"d"}
     if unknown:
-        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,f,m ((d) comes from b and c)")
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,p,f,m ((d) comes from b and c)")
     return args
 
 
@@ -773,6 +844,8 @@ def run_repetition(args, env, dirs, machine, first: bool = True) -> dict:
             sections["e"] = section_e(args, env, dirs, machine["cores"], config_path)
         if "f" in args.only:
             sections["f"] = section_f(args, env, dirs, config_path)
+    if "p" in args.only:
+        sections["p"] = section_p(args, env, dirs)
     if "m" in args.only and first:
         sections["m"] = section_m(args, env, dirs, machine["cores"])
     return sections
