@@ -242,17 +242,23 @@ def test_no_write_permission_fails_before_training(tmp_path, mnist_path):
 
 # ------------------------------------------------------------------ a 2-worker run, killed and resumed from the bucket
 
+def killed_after_report(cli, args: list[str], epoch: int, tmp_path: Path, monkeypatch):
+    """Run ``orchestrator *args`` until rank 0's report of ``epoch`` kills the whole command (test hook)."""
+    marker = tmp_path / "killed.pid"
+    monkeypatch.setenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT", f"0:{epoch}:killpg:{marker}")
+    first = cli(*args, tag=args[0])
+    first.wait(RUN_TIMEOUT, "be killed by the hook")
+    assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
+    assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed command still alive"
+    return first
+
+
 def test_a_run_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3, cli, tmp_path, mnist_path,
                                                                           monkeypatch):
     name = "run-s3"
     config = write_config(tmp_path, CONFIG, mnist_path)
     args = ["train", "--config", str(config), "--storage", STORAGE, "--name", name]
-    marker = tmp_path / "killed.pid"
-    monkeypatch.setenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT", f"0:{KILLED_AFTER}:killpg:{marker}")
-    first = cli(*args, tag="train")
-    first.wait(RUN_TIMEOUT, "be killed by the hook")
-    assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
-    assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed run still alive"
+    first = killed_after_report(cli, args, KILLED_AFTER, tmp_path, monkeypatch)
     assert f"{PREFIX}/{name}/result.json" not in keys(s3, f"{PREFIX}/{name}")
     # Synced every epoch: the killed chief never reached its train end, yet epochs 1..2 are in the bucket.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -309,13 +315,8 @@ def test_a_search_on_s3_killed_and_resumed_leaves_every_output_in_the_bucket(s3,
               "search": {**SEARCH_CONFIG["search"],
                          "space": {"optimizer.learning_rate": {"grid": [0.003, 0.001]}, "lr_schedule": {"constant": {}}}}}
     args = ["tune", "--config", str(write_config(tmp_path, config, mnist_path)), "--storage", STORAGE, "--name", name]
-    marker = tmp_path / "killed.pid"
     # The first trial to report epoch 1 kills the whole command (driver, local Ray, every trial).
-    monkeypatch.setenv("ORCHESTRATOR_TEST_KILL_AFTER_REPORT", f"0:1:killpg:{marker}")
-    first = cli(*args, tag="tune")
-    first.wait(RUN_TIMEOUT, "be killed by the hook")
-    assert marker.exists(), "the hook never killed the command\n" + first.output_tail()
-    assert not first.wait_group_gone(ORPHAN_GRACE), "processes of the killed search still alive"
+    killed_after_report(cli, args, 1, tmp_path, monkeypatch)
     search = f"{PREFIX}/{name}"
     assert f"{search}/summary.json" not in keys(s3, search)
 

@@ -6,6 +6,7 @@ Each test runs the real ``orchestrator`` command in its own session (see command
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -322,25 +323,46 @@ def _mount_tmpfs(directory: Path, size: str, remount: bool = False) -> subproces
                           capture_output=True, text=True)
 
 
-def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(cli, tmp_path, mnist_path):
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str):
+    """A tmpfs of ``size`` at ``tmp_path/disk``; yields it and a list for the commands started on it.
+
+    Unmounted at the end, after every such command's processes are gone (they may hold it).
+    """
     disk = tmp_path / "disk"
     disk.mkdir()
-    # Room for one checkpoint (~6 MB: weights.h5, best.weights.h5 with the optimizer, train_state), not two.
-    mounted = _mount_tmpfs(disk, "10m")
+    mounted = _mount_tmpfs(disk, size)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (the test needs root): {mounted.stderr.strip()}")
     started: list[Cli] = []
     try:
+        yield disk, started
+    finally:
+        for command in started:
+            command.kill_group()
+            command.wait_group_gone(30)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def full_disk_line(command: Cli, disk: Path, verb: str) -> str:
+    """The command's last line: the full disk named in one line, with the command to resume once freed."""
+    last = command.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {disk}") and "no space left on device (ENOSPC)" in last, \
+        command.output_tail()
+    assert f"resume with: orchestrator {verb}" in last and last.endswith("--resume"), last
+    return last
+
+
+def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(cli, tmp_path, mnist_path):
+    # Room for one checkpoint (~6 MB: weights.h5, best.weights.h5 with the optimizer, train_state), not two.
+    with small_disk(tmp_path, "10m") as (disk, started):
         config = write_config(tmp_path, {**SMALL_TRAIN, "checkpoint": {"keep_best": 1}}, mnist_path, "train.yaml")
         run_dir = disk / "full"
         run = cli("train", "--config", str(config), "--storage", str(disk), "--name", "full", tag="full")
         started.append(run)
-        code = run.wait(RUN_TIMEOUT, "end on the full disk")
-        assert code == 2, run.output_tail()
-        last = run.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: cannot write {disk}") and "no space left on device (ENOSPC)" in last, \
-            run.output_tail()
-        assert "resume with: orchestrator train" in last and last.endswith("--resume"), last
+        assert run.wait(RUN_TIMEOUT, "end on the full disk") == 2, run.output_tail()
+        last = full_disk_line(run, disk, "train")
         driver_lines = [line for line in run.stderr.splitlines() if not line.startswith("(")]
         assert not any(line.startswith("Traceback") for line in driver_lines), run.output_tail()
         # No retry: a restarted group would say it resumed from the checkpoint it found.
@@ -370,12 +392,6 @@ def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(
         assert len(resumed_from) == 1 and set(resumed_from) <= set(complete), (complete, resumed.output_tail())
         assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
         assert Path(result["evaluation"]["exported_model"]).is_file()
-    finally:
-        for command in started:  # nothing of the runs may hold the mount
-            command.kill_group()
-            command.wait_group_gone(30)
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 FULL_DISK_SEARCH = search_config({"optimizer.learning_rate": {"grid": [0.002, 0.001, 0.003]}},
@@ -383,23 +399,14 @@ FULL_DISK_SEARCH = search_config({"optimizer.learning_rate": {"grid": [0.002, 0.
 
 
 def test_a_search_on_a_full_disk_stops_in_one_line_and_resumes_once_enlarged(cli, tmp_path, mnist_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
     # Room for a few checkpoints and events of the first two trials, not for three trials.
-    mounted = _mount_tmpfs(disk, "12m")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (the test needs root): {mounted.stderr.strip()}")
-    started: list[Cli] = []
-    try:
+    with small_disk(tmp_path, "12m") as (disk, started):
         config = write_config(tmp_path, FULL_DISK_SEARCH, mnist_path, "search.yaml")
         run_dir = disk / "full"
         search = cli("tune", "--config", str(config), "--storage", str(disk), "--name", "full", tag="full")
         started.append(search)
         assert search.wait(RUN_TIMEOUT, "end on the full disk") == 2, search.output_tail()
-        last = search.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: cannot write {disk}") and "no space left on device (ENOSPC)" in last, \
-            search.output_tail()
-        assert "free space, then resume with: orchestrator tune" in last and last.endswith("--resume"), last
+        last = full_disk_line(search, disk, "tune")
         assert not (run_dir / "summary.json").exists()
 
         enlarged = _mount_tmpfs(disk, "96m", remount=True)
@@ -413,12 +420,6 @@ def test_a_search_on_a_full_disk_stops_in_one_line_and_resumes_once_enlarged(cli
         for row in summary["results"]:
             assert row["status"] == "TERMINATED" and row["stop_reason"] == "max_epochs (3)", row
             assert [h["epoch"] for h in row["history"]] == [1, 2, 3], row
-    finally:
-        for command in started:  # nothing of the runs may hold the mount
-            command.kill_group()
-            command.wait_group_gone(30)
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 # ------------------------------------------------------------ 8. chaos during a search
