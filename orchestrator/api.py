@@ -26,16 +26,12 @@ from typing import Optional
 
 from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
+from orchestrator.layout import RESULT_FILE, SUMMARY_JSON, TRIALS_DIR, RunLayout
 from orchestrator.process import use_tf_keras
 from orchestrator.results import FORMAT_VERSION, read_json
 from orchestrator.storage import is_uri, local_copy
 
-RESULT_FILE = "result.json"          # the same names engine.train / engine.tune write
-SUMMARY_FILE = "summary.json"
-BEST_MODEL = "best_model.keras"
-SAVED_MODEL = "saved_model/1"      # a TF Serving model base path (saved_model/) with version 1
-TRIALS_DIR = "trials"
-_SNAPSHOT = "checkpoint_manager_snapshot.json"
+_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
 
 
 def _frame(rows: list[dict]):
@@ -78,7 +74,7 @@ def _latest_state(run_dir: Path) -> tuple[Optional[dict], Optional[Path]]:
     if snapshot.exists():
         try:
             name = read_json(snapshot)["latest_checkpoint_result"]["checkpoint_dir_name"]
-            state_file = run_dir / name / STATE
+            state_file = RunLayout(run_dir).checkpoint(name) / STATE
             if state_file.exists():
                 return read_json(state_file), state_file.parent
         except (OSError, ValueError, KeyError, TypeError):
@@ -110,7 +106,7 @@ class RunResults:
     def __init__(self, path: str | Path):
         # On object storage (``s3://bucket/prefix/run1``): a local copy, models included, weights not.
         self.path = local_copy(path)
-        result_file = self.path / RESULT_FILE
+        result_file = RunLayout(self.path).result
         self.result: Optional[dict] = None
         self._state: Optional[dict] = None
         self._state_dir: Optional[Path] = None
@@ -177,12 +173,12 @@ class RunResults:
 
     @property
     def model_path(self) -> Path:
-        return self.path / BEST_MODEL
+        return RunLayout(self.path).export
 
     @property
     def saved_model_path(self) -> Path:
         """The TensorFlow SavedModel of the best model (TF Serving's model base path is its parent)."""
-        return self.path / SAVED_MODEL
+        return RunLayout(self.path).saved_model
 
     def load_best_model(self):
         """The best checkpoint's model (``best_model.keras``) as a tf-keras model."""
@@ -204,7 +200,7 @@ class SearchResults:
 
     def __init__(self, path: str | Path):
         self.path = local_copy(path)
-        summary_file = self.path / SUMMARY_FILE
+        summary_file = RunLayout(self.path).summary_json
         self.summary: Optional[dict] = None
         if summary_file.exists():
             self.summary = read_json(summary_file)
@@ -213,8 +209,8 @@ class SearchResults:
             self.metric, self.mode = self.summary["metric"], self.summary["mode"]
             self._rows = self.summary["results"]
         else:
-            if not (self.path / TRIALS_DIR).is_dir():
-                raise FileNotFoundError(f"{self.path} holds no search: neither {SUMMARY_FILE} nor {TRIALS_DIR}/")
+            if not RunLayout(self.path).trials.is_dir():
+                raise FileNotFoundError(f"{self.path} holds no search: neither {SUMMARY_JSON} nor {TRIALS_DIR}/")
             self.status = "interrupted"
             self.metric, self.mode = "val_loss", "min"
             self._rows = self._rows_from_checkpoints()
@@ -224,7 +220,7 @@ class SearchResults:
 
     def _rows_from_checkpoints(self) -> list[dict]:
         rows = []
-        for trial_dir in sorted(p for p in (self.path / TRIALS_DIR).iterdir() if p.is_dir()):
+        for trial_dir in sorted(p for p in RunLayout(self.path).trials.iterdir() if p.is_dir()):
             state, where = _latest_state(trial_dir)
             history = (state or {}).get("history", [])
             best = _best_row(history, self.metric, self.mode) or {}
@@ -285,7 +281,7 @@ class SearchResults:
     @property
     def saved_model_path(self) -> Path:
         """The best trial's TensorFlow SavedModel (TF Serving's model base path is its parent)."""
-        return self.path / SAVED_MODEL
+        return RunLayout(self.path).saved_model
 
     @property
     def top_models(self) -> list[dict]:
@@ -297,7 +293,7 @@ class SearchResults:
         if self.status != "finished":
             raise FileNotFoundError(f"search {self.name!r} did not finish, so no best model was exported; "
                                     "resume it (--resume) first")
-        return _load_keras(self.path / BEST_MODEL)
+        return _load_keras(RunLayout(self.path).export)
 
     def load_model(self, trial_id: str):
         """One of the ``--export-top`` trials' models as a tf-keras model."""

@@ -136,14 +136,14 @@ def _tensorboard(spec, name: str):
     """A live TensorBoard over the run's central root while the block runs, if ``tensorboard.serve``."""
     from pathlib import Path
 
-    from orchestrator.engine.train import TENSORBOARD_DIR
+    from orchestrator.layout import RunLayout
     from orchestrator.tensorboard_server import maybe_serve
 
     if spec.tensorboard.serve and is_uri(spec.storage):
         raise UserError(f"--tensorboard serves a local TensorBoard root, and storage {spec.storage!r} is object "
                         f"storage; watch it with `orchestrator tensorboard {name} --storage {spec.storage}` "
                         "(a copy synced at its start) instead")
-    logdir = Path(spec.storage).expanduser().resolve() / name / TENSORBOARD_DIR
+    logdir = RunLayout.at(Path(spec.storage).expanduser().resolve(), name).tensorboard
     return maybe_serve(spec.tensorboard.serve, logdir, spec.tensorboard.port)
 
 
@@ -349,16 +349,16 @@ def tensorboard_command(name: str, storage: str, port: Optional[int]) -> None:
       orchestrator tensorboard my-search
       orchestrator tensorboard run1 --storage /mnt/efs/orchestrator --port 6007
     """
-    from orchestrator.engine.train import TENSORBOARD_DIR
+    from orchestrator.layout import RunLayout
     from orchestrator.runs import find_run
     from orchestrator.tensorboard_server import serve
 
     process.sigterm_as_ctrl_c()  # stop the server on `kill` too
     try:
         info = find_run(storage, name)
-        logdir = info.path / TENSORBOARD_DIR
+        logdir = RunLayout(info.path).tensorboard
         if is_uri(storage):  # TensorBoard reads a local copy of the events (TensorFlow cannot read s3://)
-            logdir = local_copy(location(storage) / name / TENSORBOARD_DIR)
+            logdir = local_copy(RunLayout.at(location(storage), name).tensorboard)
         with serve(logdir, port) as url:
             click.echo(f"tensorboard: {url} (serving {logdir}; Ctrl-C to stop)")
             while True:

@@ -15,9 +15,6 @@ from orchestrator.tasks import TaskRef
 
 # The key of train_loop_config under which Ray Train passes the WorkerConfig.
 CONFIG_KEY = "worker"
-# Written by the chief into the run directory when the task cannot train (see
-# worker.preflight): Ray Train V2 keeps a report's metrics only with a checkpoint.
-TASK_ERROR_FILE = "task_error.txt"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.checkpoint_files import BEST_WEIGHTS, STATE, TRAIN_STATE, WEIGHTS
+from orchestrator.layout import RunLayout
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -178,7 +179,7 @@ def check_tune_state(run_dir: Path) -> None:
     import pickle
 
     run_dir = Path(run_dir)
-    tuner_pkl = run_dir / "tuner.pkl"
+    tuner_pkl = RunLayout(run_dir).tuner_pkl
     if not tuner_pkl.is_file():
         raise CorruptFile(tuner_pkl, "missing (Tune's record of the search)")
     try:

@@ -19,12 +19,10 @@ from typing import Optional
 from orchestrator.best import best
 from orchestrator.checkpoint_files import STATE
 from orchestrator.errors import UserError
+from orchestrator.layout import RESULT_FILE, SUMMARY_JSON, RunLayout
 from orchestrator.results import read_json
 from orchestrator.storage import cache_dir, is_uri, local_copy, location
 
-RESULT_FILE = "result.json"      # engine/train.py writes it when a run finishes
-SUMMARY_FILE = "summary.json"    # engine/tune.py writes it when a search finishes
-TRIALS_DIR = "trials"            # a search's per-trial Ray Train runs
 
 
 @dataclass
@@ -77,11 +75,12 @@ def _mtime(path: Path) -> dt.datetime:
 
 
 def _is_search(path: Path) -> bool:
-    return (path / SUMMARY_FILE).exists() or (path / TRIALS_DIR).is_dir() or (path / "tuner.pkl").exists()
+    layout = RunLayout(path)
+    return layout.summary_json.exists() or layout.trials.is_dir() or layout.tuner_pkl.exists()
 
 
 def _is_run(path: Path) -> bool:
-    return (path / RESULT_FILE).exists() or any(path.glob("checkpoint_*"))
+    return RunLayout(path).result.exists() or any(path.glob("checkpoint_*"))
 
 
 def read_run(path: Path) -> Optional[RunInfo]:
@@ -90,13 +89,13 @@ def read_run(path: Path) -> Optional[RunInfo]:
         return _read_search(path)
     if not _is_run(path):
         return None
-    if (path / RESULT_FILE).exists():
-        result = read_json(path / RESULT_FILE)
+    if RunLayout(path).result.exists():
+        result = read_json(RunLayout(path).result)
         monitor = result.get("spec", {}).get("checkpoint", {}).get("monitor", "val_loss")
         best_epoch = (result.get("best") or {}).get("epoch")
         best_row = next((h for h in result.get("history", []) if h.get("epoch") == best_epoch), {})
         evaluation = result.get("evaluation") or {}
-        return RunInfo(result.get("name", path.name), "run", "finished", path, _mtime(path / RESULT_FILE),
+        return RunInfo(result.get("name", path.name), "run", "finished", path, _mtime(RunLayout(path).result),
                        epochs=result.get("epochs_run"),
                        best_val_loss=(result.get("best") or {}).get(monitor) if monitor == "val_loss"
                        else best_row.get("val_loss"),
@@ -111,17 +110,17 @@ def read_run(path: Path) -> Optional[RunInfo]:
 
 
 def _read_search(path: Path) -> RunInfo:
-    if (path / SUMMARY_FILE).exists():
-        summary = read_json(path / SUMMARY_FILE)
+    if RunLayout(path).summary_json.exists():
+        summary = read_json(RunLayout(path).summary_json)
         best = summary.get("best_trial") or {}
         evaluation = summary.get("evaluation") or {}
-        return RunInfo(summary.get("name", path.name), "search", "finished", path, _mtime(path / SUMMARY_FILE),
+        return RunInfo(summary.get("name", path.name), "search", "finished", path, _mtime(RunLayout(path).summary_json),
                        trials=summary.get("trials"), best_val_loss=best.get("best_val_loss"),
                        best_val_accuracy=best.get("best_val_accuracy"),
                        test_accuracy=(evaluation.get("best_checkpoint_reloaded") or {}).get("accuracy"),
                        data=summary)
     rows = []
-    for trial_dir in sorted(p for p in (path / TRIALS_DIR).glob("*") if p.is_dir()):
+    for trial_dir in sorted(p for p in RunLayout(path).trials.glob("*") if p.is_dir()):
         state = _latest_state(trial_dir) or {"epoch": 0, "history": []}
         best = _best(state.get("history", []))
         rows.append({"trial_id": trial_dir.name, "epochs_run": state["epoch"],
@@ -235,7 +234,7 @@ def show_renderables(info: RunInfo) -> list:
             out.append(f"best trial {best['trial_id']}: {metric} {_fmt(best.get(f'best_{metric}'))}, "
                        f"test accuracy {_fmt(info.test_accuracy)}")
         if info.status == "finished":
-            out.append(f"summary: {info.where}/{SUMMARY_FILE}")
+            out.append(f"summary: {info.where}/{SUMMARY_JSON}")
         else:
             out.append(f"resume with: orchestrator tune --config CONFIG --name {info.name} "
                        f"--storage {info.storage_arg} --resume")

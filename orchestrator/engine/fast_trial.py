@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator import process
 from orchestrator.contract import Trial, WorkerConfig
+from orchestrator.layout import RunLayout
 from orchestrator.search_algorithms import algorithm
 from orchestrator.search_space import Search
 
@@ -39,7 +40,7 @@ def run_fast_trial(config: dict, search: Search = None, data: dict = None, run_d
     """One Tune trial trained in this actor: the same worker loop, reporting each epoch to Tune."""
     from ray import tune
 
-    from orchestrator.engine.tune import TENSORBOARD_DIR, TRIALS_DIR, trial_label
+    from orchestrator.engine.tune import trial_label
 
     # What a Ray Train worker gets in its runtime env, before TensorFlow's first import here.
     process.use_worker_env(search.base.verbose)
@@ -49,7 +50,8 @@ def run_fast_trial(config: dict, search: Search = None, data: dict = None, run_d
     hparams = search.hparams(config)
     label = trial_label(trial_id, hparams)
     spec = search.trial_spec(config, name=trial_id)
+    layout = RunLayout(Path(run_dir))
     train_trial(WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
-                             run_dir=str(Path(run_dir) / TRIALS_DIR / trial_id),
-                             tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / label),
+                             run_dir=str(layout.trial(trial_id).root),
+                             tensorboard_dir=str(layout.tensorboard_run(label)),
                              trial=Trial(label, dict(hparams))))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.checkpoint_files import STATE
+from orchestrator.layout import RunLayout
 from orchestrator.results import read_json, write_atomic
 
 LINEAGE = "lineage.json"
@@ -100,8 +101,7 @@ def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = N
     from ray.util.queue import Queue
 
     from orchestrator.contract import Trial
-    from orchestrator.engine.train import TENSORBOARD_DIR, make_trainer
-    from orchestrator.engine.tune import TRIALS_DIR
+    from orchestrator.engine.train import make_trainer
 
     trial_id = tune.get_context().get_trial_id()
     hparams = search.hparams(config)
@@ -111,7 +111,8 @@ def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = N
     if donor not in (None, trial_id):
         print(f"[orchestrator] member {trial_id} continues from member {donor}'s epoch "
               f"{lineage['copies'][-1]['epoch']} with {hparams}", flush=True)
-    trials_dir = Path(run_dir) / TRIALS_DIR
+    layout = RunLayout(Path(run_dir))
+    trials_dir = layout.trials
     segment = _next_segment(trials_dir, trial_id)
     spec = search.trial_spec(config, name=segment)
     items = Queue(1, actor_options={"num_cpus": 0})
@@ -119,7 +120,7 @@ def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = N
     trainer = make_trainer(
         spec, data["task"], data["ref"], storage_path=str(trials_dir), name=segment,
         # One TensorBoard run per member, whatever its config becomes.
-        tensorboard_dir=str(Path(run_dir) / TENSORBOARD_DIR / trial_id), trial=Trial(trial_id, dict(hparams)),
+        tensorboard_dir=str(layout.tensorboard_run(trial_id)), trial=Trial(trial_id, dict(hparams)),
         callbacks=[HandCheckpointToTune(items, acks)],
         start_checkpoint=TrainCheckpoint(start.path) if start is not None else None)
 

@@ -9,7 +9,6 @@ from ray.train.v2.api.callback import UserCallback
 from orchestrator.results import write_json_atomic
 from orchestrator.storage import location
 
-ROSTER_FILE = "workers.json"
 IDENTITY_KEYS = ("world_rank", "world_size", "node_id", "pid")
 
 

@@ -20,10 +20,9 @@ from typing import Optional
 
 from ray.tune.stopper import Stopper
 
+from orchestrator.layout import RunLayout
 from orchestrator.results import read_json, write_json_atomic
 from orchestrator.search_space import STOP_METRICS
-
-STOP_AT_FILE = "stop_at.json"
 
 
 def meets(targets: dict[str, float], result: dict) -> bool:
@@ -66,5 +65,5 @@ class StopAtTarget(Stopper):
 
 
 def recorded_hit(run_dir: Path) -> Optional[dict]:
-    path = run_dir / STOP_AT_FILE
+    path = RunLayout(run_dir).stop_at
     return read_json(path) if path.exists() else None

@@ -16,11 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.engine.train import EXPORT_FILE, evaluate_checkpoints
+from orchestrator.engine.train import evaluate_checkpoints
+from orchestrator.layout import RunLayout
 from orchestrator.results import write_json_atomic
-
-TOP_MODELS_DIR = "top_models"
-TRIAL_FILE = "trial.json"
 
 
 def ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
@@ -47,16 +45,16 @@ def export_top(rows: list[dict], k: int, metric: str, mode: str, run_dir: Path,
 
     entries = []
     for rank, row in enumerate(ranked(rows, metric, mode)[:k], start=1):
-        directory = run_dir / TOP_MODELS_DIR / f"{rank}-{row['trial_id']}"
+        top = RunLayout(run_dir).top_model(rank, row["trial_id"])
         evaluation = evaluate_checkpoints(trial_spec(row["trial_id"]), task,
                                           checkpoint_at(row["final_checkpoint"], run_dir),
                                           checkpoint_at(row["best_checkpoint"], run_dir), data_ref,
-                                          for_worker(directory / EXPORT_FILE))
+                                          for_worker(top.export))
         entry = {"rank": rank, "trial_id": row["trial_id"], "config": row["config"],
                  "best_epoch": row["best_epoch"], f"best_{metric}": row[f"best_{metric}"],
                  "best_val_accuracy": row.get("best_val_accuracy"), "best_checkpoint": row["best_checkpoint"],
-                 "evaluation": evaluation, "dir": str(directory), "model": evaluation.get("exported_model"),
+                 "evaluation": evaluation, "dir": str(top.root), "model": evaluation.get("exported_model"),
                  "saved_model": evaluation.get("saved_model")}
-        write_json_atomic(directory / TRIAL_FILE, entry)
+        write_json_atomic(top.top_model_entry, entry)
         entries.append(entry)
     return entries

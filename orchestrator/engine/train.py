@@ -27,15 +27,12 @@ from orchestrator.engine import tracking
 from orchestrator.engine.runtime import (WorkerShape, check_fits, connect, dashboard_url,
                                          worker_runtime_env)
 from orchestrator.checkpoint_files import STATE
-from orchestrator.engine.roster import ROSTER_FILE
 from orchestrator.results import FORMAT_VERSION, read_json, write_json_atomic
-from orchestrator.contract import TASK_ERROR_FILE, Trial, WorkerConfig
+from orchestrator.contract import Trial, WorkerConfig
+from orchestrator.layout import RunLayout
 from orchestrator.spec import ExperimentSpec
 from orchestrator.tasks import Resolved, TaskRef, resolve
 
-RESULT_FILE = "result.json"
-EXPORT_FILE = "best_model.keras"
-TENSORBOARD_DIR = "tensorboard"
 
 
 def train_loop(config: dict) -> None:
@@ -66,13 +63,14 @@ def storage_root(storage: str):
 
 
 def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
-                    finished_marker: str = RESULT_FILE, what: str = "run") -> Path:
+                    what: str = "run") -> Path:
     """``<storage>/<name>``, refusing to silently reuse a name.
 
-    A finished run (its ``finished_marker`` exists) is kept unless ``overwrite``;
-    an interrupted one is continued only with ``resume``.
+    A finished ``what`` (``"run"`` or ``"search"``: its ``RunLayout.finished`` file exists)
+    is kept unless ``overwrite``; an interrupted one is continued only with ``resume``.
     """
-    run_dir = storage_root(storage) / name
+    layout = RunLayout.at(storage_root(storage), name)
+    run_dir, finished = layout.root, layout.finished(what)
     if overwrite and resume:
         raise UserError("--resume and --overwrite contradict each other; pick one")
     if resume and not run_dir.exists():
@@ -81,9 +79,9 @@ def prepare_run_dir(storage: str, name: str, *, resume: bool, overwrite: bool,
     ownership.acquire(run_dir, what)
     if overwrite:
         _set_aside(run_dir)
-    elif (run_dir / finished_marker).exists():
-        check_json_file(run_dir / finished_marker, what, name)
-        raise UserError(f"{what} {name!r} already finished ({run_dir / finished_marker}); "
+    elif finished.exists():
+        check_json_file(finished, what, name)
+        raise UserError(f"{what} {name!r} already finished ({finished}); "
                         "choose another --name, or pass --overwrite to replace it")
     elif not resume and any(not ownership.is_ownership_file(c.name) for c in run_dir.iterdir()):
         raise UserError(f"{what} {name!r} exists but did not finish ({run_dir}); "
@@ -190,7 +188,7 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
 
     scaling = spec.scaling
     where = storage_mod.location(storage_path)
-    run_dir = where / name
+    run_dir = RunLayout.at(where, name).root
     if isinstance(where, storage_mod.RemotePath):  # Ray Train writes through the same filesystem object
         storage_args = {"storage_path": where.path, "storage_filesystem": where.fs}
         local_path, worker_run_dir = None, run_dir
@@ -221,7 +219,8 @@ def make_trainer(spec: ExperimentSpec, task: TaskRef, data_ref, *, storage_path:
                 checkpoint_score_order=spec.checkpoint.mode),
             worker_runtime_env=worker_runtime_env(spec.verbose),
             logging_config=console.train_logging_config(spec.verbose),
-            callbacks=[WorkerRoster(run_dir / ROSTER_FILE if local_path is None else str(run_dir / ROSTER_FILE)),
+            callbacks=[WorkerRoster(RunLayout(run_dir).roster if local_path is None
+                                    else str(RunLayout(run_dir).roster)),
                        *(callbacks or [])]),
     )
     trainer.orchestrator_run_dir = run_dir  # where its task verdict and roster land (fit_or_explain)
@@ -246,7 +245,7 @@ def fit_or_explain(trainer, spec: ExperimentSpec, what: str):
                    f"{what} (restarting after a failure)")
         raise
     raise_task_error(result.metrics, getattr(trainer, "orchestrator_run_dir", None)
-                     or Path(trainer.run_config.storage_path) / trainer.run_config.name)
+                     or RunLayout.at(Path(trainer.run_config.storage_path), trainer.run_config.name).root)
     return result
 
 
@@ -254,7 +253,7 @@ def raise_task_error(metrics: Optional[dict], run_dir: Optional[Path] = None) ->
     """The workers' verdict that the task cannot train (see worker.preflight), as a one-line UserError."""
     if metrics and metrics.get("task_error"):
         raise UserError(metrics["task_error"])
-    verdict = run_dir / TASK_ERROR_FILE if run_dir is not None else None
+    verdict = RunLayout(run_dir).task_error if run_dir is not None else None
     if verdict is not None and verdict.exists():
         message = verdict.read_text()
         verdict.unlink()
@@ -335,7 +334,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     tracker = tracking.start_for(mlflow_server, spec, "train", name, run_dir)
     data_ref = ray.put(arrays) if arrays is not None else None
     del arrays  # the object store holds it now
-    tensorboard_dir = run_dir / TENSORBOARD_DIR
+    layout = RunLayout(run_dir)
+    tensorboard_dir = layout.tensorboard
     print(console.where_to_look("run", name, run_dir, dashboard_url(), tensorboard_dir, tensorboard_url),
           flush=True)
     started = time.time()
@@ -355,7 +355,7 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
     history = state["history"]
     with tracking.ended_on_error(tracker):
         evaluation = evaluate_checkpoints(spec, task.ref, final_checkpoint, best_checkpoint, data_ref,
-                                          run_dir / EXPORT_FILE if remote else str(run_dir / EXPORT_FILE))
+                                          layout.export if remote else str(layout.export))
     trained_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     out = {
         "format_version": FORMAT_VERSION,
@@ -363,7 +363,7 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
         "status": "finished",
         "spec": spec.model_dump(),
         "data": data_info,
-        "workers": read_json(run_dir / ROSTER_FILE)["workers"] if (run_dir / ROSTER_FILE).exists() else None,
+        "workers": read_json(layout.roster)["workers"] if layout.roster.exists() else None,
         "replicas": (result.metrics or {}).get("replicas"),
         "history": history,
         "epochs_run": len(history),
@@ -380,8 +380,8 @@ def _train(spec: ExperimentSpec, task: Resolved, arrays, data_info: dict, run_di
         if trained_seconds and "train" in data_info else None,
         "mlflow": tracker.describe() if tracker else None,
     }
-    write_json_atomic(run_dir / RESULT_FILE, out)
+    write_json_atomic(layout.result, out)
     if tracker:  # after the run's own files: tracking can never lose them
-        tracker.log_run_result(out, run_dir / RESULT_FILE)
-    out["result_file"] = str(run_dir / RESULT_FILE)
+        tracker.log_run_result(out, layout.result)
+    out["result_file"] = str(layout.result)
     return out

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-CLOCK_FILE = "trial_clock.jsonl"
-
 
 class TrialClock(Callback):
     """A Tune callback appending ``{"trial_id", "started_at"}`` per trial start (restarts too).

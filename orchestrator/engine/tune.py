@@ -38,9 +38,10 @@ from orchestrator.contract import Trial
 from orchestrator.engine.runtime import WorkerShape, check_fits, connect, dashboard_url
 from orchestrator.engine.search_table import SearchTable
 from orchestrator.engine.tune_state import KeepCompleteTuneState, restore_cut_state
-from orchestrator.engine.train import (EXPORT_FILE, TENSORBOARD_DIR, check_resumable, evaluate_checkpoints,
-                                       load_data, make_trainer, prepare_run_dir, raise_task_error, replaced_run)
+from orchestrator.engine.train import (check_resumable, evaluate_checkpoints, load_data, make_trainer,
+                                       prepare_run_dir, raise_task_error, replaced_run)
 from orchestrator.errors import UserError
+from orchestrator.layout import RunLayout
 from orchestrator.results import FORMAT_VERSION, read_json, write_atomic, write_csv_atomic, write_json_atomic
 from orchestrator.search_algorithms import algorithm, asha
 from orchestrator.search_space import Search
@@ -48,10 +49,6 @@ from orchestrator.stop_reasons import stop_reason
 from orchestrator.storage import RemotePath, is_uri, location
 from orchestrator.tasks import TaskRef
 
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
-CURVES_PNG = "curves.png"
-TRIALS_DIR = "trials"
 # A trial's own function only drives a Trainer: it must not hold a CPU, or a
 # 2-CPU machine deadlocks with 1 trial CPU + 2 worker CPUs. Tune refuses {"CPU": 0}
 # alone, so ask for a token amount of memory instead.
@@ -77,10 +74,10 @@ def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: s
     hparams = search.hparams(config)
     label = trial_label(trial_id, hparams)
     spec = search.trial_spec(config, name=trial_id)
-    where = location(run_dir)
+    layout = RunLayout(location(run_dir))
     trainer = make_trainer(
-        spec, data["task"], data["ref"], storage_path=where / TRIALS_DIR, name=trial_id,
-        tensorboard_dir=for_worker(where / TENSORBOARD_DIR / label), trial=Trial(label, dict(hparams)),
+        spec, data["task"], data["ref"], storage_path=layout.trials, name=trial_id,
+        tensorboard_dir=for_worker(layout.tensorboard_run(label)), trial=Trial(label, dict(hparams)),
         callbacks=[TuneReportCallback()])
     trainer.fit()
 
@@ -106,7 +103,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
     from ray import tune
 
     from orchestrator.engine.fast_trial import uses_fast_path
-    from orchestrator.engine.trial_clock import CLOCK_FILE, TrialClock
+    from orchestrator.engine.trial_clock import TrialClock
 
     s = search.search
     algo = algorithm(s.algorithm)
@@ -126,7 +123,7 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
                                   callbacks=(callbacks or [])
-                                  + ([TrialClock(str(run_dir / CLOCK_FILE))] if isinstance(run_dir, Path) else [])
+                                  + ([TrialClock(str(RunLayout(run_dir).trial_clock))] if isinstance(run_dir, Path) else [])
                                   + ([] if search.base.verbose else
                                   [SearchTable(search, trial_count(search.param_space(), samples),
                                                max_concurrent or 1)])),
@@ -164,7 +161,7 @@ def recorded_state(run_dir: Path, trial_id: str) -> tuple[Optional[dict], dict[i
     the driver died, Tune starts that trial's results over.
     """
     latest, kept = None, {}
-    for state_file in (run_dir / TRIALS_DIR / trial_id).glob("checkpoint_*/state.json"):
+    for state_file in RunLayout(run_dir).trial(trial_id).root.glob("checkpoint_*/state.json"):
         try:
             state = read_json(state_file)
         except (OSError, ValueError):
@@ -317,6 +314,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
     metric, mode = search.search.metric, search.search.mode
     hit = recorded_hit(run_dir) if search.search.stop_at else None
     make_row = pbt_row if algorithm(search.search.algorithm).population else trial_row
+    layout = RunLayout(run_dir)
     rows = [make_row(result, search, run_dir, hit) for result in result_grid]
     rows.sort(key=lambda r: r["trial_id"])
     best = best_by([r for r in rows if r.get("best_checkpoint")], f"best_{metric}", mode)
@@ -325,7 +323,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
         "name": run_dir.name, "status": "finished", "metric": metric, "mode": mode,
         "algorithm": search.search.algorithm, "trials": len(rows), "wall_seconds": wall,
         "stop_at": ({"targets": search.search.stop_at, "reached": hit} if search.search.stop_at else None),
-        "tensorboard_dir": str(run_dir / TENSORBOARD_DIR),
+        "tensorboard_dir": str(layout.tensorboard),
         "best_trial": None, "evaluation": None, "results": rows, "mlflow": mlflow,
     }
     if best is not None:
@@ -336,7 +334,7 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
                                                 if trial_row_id(r) == best["trial_id"]))
             summary["evaluation"] = evaluate_checkpoints(
                 trial_spec, task, checkpoint_at(best["final_checkpoint"], run_dir),
-                checkpoint_at(best["best_checkpoint"], run_dir), data_ref, for_worker(run_dir / EXPORT_FILE))
+                checkpoint_at(best["best_checkpoint"], run_dir), data_ref, for_worker(layout.export))
             if search.search.export_top:
                 from orchestrator.engine.top_models import export_top
 
@@ -345,17 +343,14 @@ def summarize(result_grid, search: Search, task: TaskRef, run_dir: Path, data_re
                                                    lambda trial_id: search.trial_spec(configs[trial_id]),
                                                    task, data_ref)
         summary["best_schedule"] = write_best_schedule(best, search, result_grid, run_dir)
-    summary["plot"] = str(plot_curves(rows, run_dir / CURVES_PNG, metric))
+    summary["plot"] = str(plot_curves(rows, layout.curves, metric))
     columns = ["trial_id", "status", "epochs_run", "stop_reason", "best_epoch", f"best_{metric}",
                "best_val_accuracy", "best_checkpoint"] + sorted({k for r in rows for k in r["config"]})
     columns += (["copied_from"] if algorithm(search.search.algorithm).population else []) + ["learning_rates"]
-    write_csv_atomic(run_dir / SUMMARY_CSV, [{**r, **r["config"], **csv_extras(r)} for r in rows], columns)
-    write_json_atomic(run_dir / SUMMARY_JSON, summary)
-    summary["summary_file"] = str(run_dir / SUMMARY_JSON)
+    write_csv_atomic(layout.summary_csv, [{**r, **r["config"], **csv_extras(r)} for r in rows], columns)
+    write_json_atomic(layout.summary_json, summary)
+    summary["summary_file"] = str(layout.summary_json)
     return summary
-
-
-BEST_SCHEDULE = "best_schedule.yaml"
 
 
 def csv_extras(row: dict) -> dict:
@@ -377,7 +372,7 @@ def write_best_schedule(best: dict, search: Search, result_grid, run_dir: Path) 
     spec = search.trial_spec(config)
     text = replay_config(spec.model_dump(mode="json"), history,
                          f"trial {best['trial_id']} of search {run_dir.name}")
-    path = run_dir / BEST_SCHEDULE
+    path = RunLayout(run_dir).best_schedule
     write_atomic(path, lambda tmp: tmp.write_text(text))
     return str(path)
 
@@ -432,8 +427,7 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
                         f"storage path every node mounts, not {storage!r} (random and optuna searches run on "
                         "object storage)")
     resolved, arrays, _ = load_data(search.base)  # before the run dir is touched: bad input changes nothing
-    run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite,
-                              finished_marker=SUMMARY_JSON, what="search")
+    run_dir = prepare_run_dir(storage, name, resume=resume, overwrite=overwrite, what="search")
     with replaced_run(run_dir):
         return _search(search, resolved.ref, arrays, run_dir, samples=samples, max_concurrent=max_concurrent,
                        resume=resume, address=address, tensorboard_url=tensorboard_url)
@@ -445,12 +439,12 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     import ray
     from ray import tune
 
-    name = run_dir.name
+    name, layout = run_dir.name, RunLayout(run_dir)
     if resume and not isinstance(run_dir, RemotePath):  # the checks read with local file I/O (README: Where results go)
         check_search_resumable(run_dir)
     mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
     connect(address, search.base.verbose)
-    print(console.where_to_look("search", name, run_dir, dashboard_url(), run_dir / TENSORBOARD_DIR,
+    print(console.where_to_look("search", name, run_dir, dashboard_url(), layout.tensorboard,
                                 tensorboard_url), flush=True)
     scaling = search.base.scaling
     fit = check_fits(scaling.workers, WorkerShape(scaling.cpus_per_worker, scaling.gpus_per_worker),
@@ -461,7 +455,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     concurrent = max_concurrent or search.search.max_concurrent or max(1, fit // scaling.workers)
     data_ref = ray.put(arrays) if arrays is not None else None
     del arrays
-    write_experiment_summary(run_dir / TENSORBOARD_DIR, search)
+    write_experiment_summary(layout.tensorboard, search)
     trainable = _trainable(search, task, data_ref, run_dir)
     started = time.time()
     hopeless = StopWhenHopeless(str(run_dir))
@@ -469,9 +463,9 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     if search.search.stop_at:
         from ray.tune.stopper import CombinedStopper
 
-        from orchestrator.engine.stop_at import STOP_AT_FILE, StopAtTarget
+        from orchestrator.engine.stop_at import StopAtTarget
 
-        stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, for_worker(run_dir / STOP_AT_FILE),
+        stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, for_worker(layout.stop_at),
                                                         started))
     if algorithm(search.search.algorithm).population:
         # PBT draws donors and perturbations from Python's `random`: seeded like the trials
@@ -509,7 +503,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
         summary = summarize(result_grid, search, task, run_dir, data_ref, time.time() - started,
                             mlflow=tracker.describe() if tracker else None)
     if tracker:  # after the search's own files: tracking can never lose them
-        tracker.log_search_summary(summary, run_dir / SUMMARY_JSON)
+        tracker.log_search_summary(summary, layout.summary_json)
     return summary
 
 
@@ -549,8 +543,9 @@ class StopWhenHopeless(Stopper, Callback):
 
 def check_search_resumable(run_dir: Path) -> None:
     """Tune's state and every trial's latest checkpoint, before Ray starts (one line naming a damaged file)."""
-    if not (run_dir / "tuner.pkl").exists() and not any(run_dir.glob("experiment_state-*.json")) \
-            and not (run_dir / TRIALS_DIR).exists():
+    layout = RunLayout(run_dir)
+    if not layout.tuner_pkl.exists() and not any(run_dir.glob("experiment_state-*.json")) \
+            and not layout.trials.exists():
         return  # interrupted before Tune wrote anything: refused below as "nothing to resume"
     note = restore_cut_state(run_dir) if isinstance(run_dir, Path) else None
     if note:
@@ -560,7 +555,7 @@ def check_search_resumable(run_dir: Path) -> None:
     except integrity.CorruptFile as exc:
         raise UserError(f"cannot resume search {run_dir.name!r}: {exc.path} is {exc.problem}; "
                         "pass --overwrite to start the search over") from None
-    trials = run_dir / TRIALS_DIR
+    trials = layout.trials
     for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
         if (trial_dir / integrity.SNAPSHOT).exists() or not any(trial_dir.glob("checkpoint_*")):
             check_resumable(trial_dir, what="trial")  # a Ray Train run (or nothing to check)

@@ -24,9 +24,9 @@ from typing import Optional
 
 from ray.tune import Callback
 
+from orchestrator.layout import RunLayout
 from orchestrator.results import write_atomic
 
-COPIES_DIR = ".tune_state_complete"
 _PATTERNS = ("experiment_state-*.json", "*-state-*.json", "*-state-*.pkl")
 
 
@@ -69,7 +69,7 @@ class KeepCompleteTuneState(Callback):
                 data = path.read_bytes()
                 if not _whole(data, path.name):
                     continue  # being written, or cut: the copy stays as it was
-                write_atomic(run_dir / COPIES_DIR / path.name, lambda tmp: tmp.write_bytes(data))
+                write_atomic(RunLayout(run_dir).tune_state_copy(path.name), lambda tmp: tmp.write_bytes(data))
                 self._copied[path.name] = (stat.st_mtime_ns, stat.st_size)
             except OSError:
                 continue  # a full disk cannot take the copy either: the previous one is kept
@@ -79,7 +79,7 @@ def restore_cut_state(run_dir: Path) -> Optional[str]:
     """Put back the whole copy of each of Tune's state files that was cut; what was done, for the user, or None."""
     restored = []
     for path in _state_files(run_dir):
-        copy = run_dir / COPIES_DIR / path.name
+        copy = RunLayout(run_dir).tune_state_copy(path.name)
         if _whole(path.read_bytes(), path.name) or not copy.is_file():
             continue
         data = copy.read_bytes()

@@ -22,7 +22,8 @@ from orchestrator.spec import ExperimentSpec
 from orchestrator.storage import RemotePath
 from orchestrator.tasks import TaskRef, load
 from orchestrator.worker.datasets import test_dataset
-from orchestrator.worker.export import export_saved_model, serving_dir
+from orchestrator.layout import serving_dir
+from orchestrator.worker.export import export_saved_model
 from orchestrator.worker.model import build_compiled_model
 
 EVAL_BATCH = 1024

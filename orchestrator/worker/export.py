@@ -21,14 +21,6 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 
 import tensorflow as tf
 
-SAVED_MODEL_DIR = "saved_model"
-SERVING_VERSION = "1"
-
-
-def serving_dir(keras_path: str | Path) -> Path:
-    """Where the SavedModel of the model saved at ``keras_path`` goes: ``<dir>/saved_model/1``."""
-    return Path(keras_path).parent / SAVED_MODEL_DIR / SERVING_VERSION
-
 
 def export_saved_model(model: tf.keras.Model, path: str | Path) -> Path:
     """Export ``model`` for serving at ``path``, atomically: a reader sees no half-written SavedModel.

@@ -36,6 +36,7 @@ from ray.train import Checkpoint
 
 from orchestrator.checkpoint_files import REPORT, complete_state, newest_complete_checkpoint
 from orchestrator.contract import WorkerConfig
+from orchestrator.layout import RunLayout
 from orchestrator.worker.resume import ResumePoint
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # as ray.tune.integration.ray_train.TuneReportCallback names it
@@ -83,11 +84,12 @@ class TuneTrialSession:
     def _persist(self, source: Path) -> str:
         """Copy a reported checkpoint into the trial's directory under a new name, whole or not at all."""
         name = "checkpoint_" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")
-        staging = self.run_dir / f".staging-{name}"
+        layout = RunLayout(self.run_dir)
+        staging = layout.staging(name)
         shutil.copytree(source, staging)
-        os.replace(staging, self.run_dir / name)
+        os.replace(staging, layout.checkpoint(name))
         self._prune()
-        return str(self.run_dir / name)
+        return str(layout.checkpoint(name))
 
     def _prune(self) -> None:
         """Ray Train's CheckpointConfig(num_to_keep=keep_best, score = monitor): the best and the latest."""

@@ -28,7 +28,8 @@ import ray
 import ray.train
 import tensorflow as tf
 
-from orchestrator.contract import CONFIG_KEY, TASK_ERROR_FILE, WorkerConfig
+from orchestrator.contract import CONFIG_KEY, WorkerConfig
+from orchestrator.layout import RunLayout
 from orchestrator.results import write_text_atomic
 from orchestrator.tasks import load
 from orchestrator.console import is_verbose
@@ -106,8 +107,9 @@ def train_loop_per_worker(config: dict, session=None) -> None:
     if problem:
         # Every worker reaches the same verdict; reporting (not raising) keeps Ray
         # Train from restarting the group to fail the same way again.
+        # The chief writes it down too: Ray Train V2 keeps a report's metrics only with a checkpoint.
         if is_chief:
-            write_text_atomic(location(run.run_dir) / TASK_ERROR_FILE, problem)
+            write_text_atomic(RunLayout(location(run.run_dir)).task_error, problem)
         # With the metric Tune ranks by (a search's, the trial's monitor): Tune refuses a result without it.
         session.report({"task_error": problem, spec.checkpoint.monitor: float("nan")})
         return
