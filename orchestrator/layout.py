@@ -13,7 +13,7 @@ A training run (``orchestrator train --name run1``)::
         result.json                        the run's record, written when it finishes (engine/train.py)
         best_model.keras                   the best checkpoint's model (worker/evaluate.py)
         saved_model/1/                     the same model for TF Serving (worker/export.py)
-        tensorboard/                       TensorBoard events: train/, validation/ (worker/callbacks/)
+        tensorboard/                       TensorBoard events: Keras's train/, validation/ (worker/callbacks/)
         workers.json                       which node and device ran each worker (engine/roster.py)
         task_error.txt                     the workers' verdict that the task cannot train, until read
         .owner.lock, .owner.json           the live command that owns the name (ownership.py)
@@ -32,7 +32,7 @@ A search (``orchestrator tune --name search1``)::
         stop_at.json                       the trial that reached search.stop_at, and when
         trial_clock.jsonl                  when Tune started each trial, on the driver's clock
         trials/<trial_id>/                 each trial's Ray Train run, laid out as a run above
-                                           (a PBT member: one run per segment, <trial_id>-<n>)
+                                           (a PBT member: one run per start, <trial_id>, <trial_id>.1, ...)
         tuner.pkl, experiment_state-*.json, *-state-*.json|pkl
                                            Tune's own state, for --resume
         .tune_state_complete/              a whole copy of each of Tune's state files (engine/tune_state.py)
