@@ -77,6 +77,11 @@ TUNER_PKL = "tuner.pkl"  # Tune's; its presence marks a search directory
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint directories
 
 
+def _under_root(name: str, doc: str = "") -> property:
+    """A read-only attribute: ``root / name``."""
+    return property(lambda self: self.root / name, doc=doc or f"``<root>/{name}``")
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The paths under one run or search directory, of the root's type.
@@ -93,35 +98,22 @@ class RunLayout:
         return cls(storage / name)
 
     # -- a run ---------------------------------------------------------------
-    @property
-    def result(self) -> Root:
-        return self.root / RESULT_FILE
-
-    @property
-    def export(self) -> Root:
-        """The best model as a Keras file."""
-        return self.root / EXPORT_FILE
+    result = _under_root(RESULT_FILE)
+    export = _under_root(EXPORT_FILE, "The best model as a Keras file.")
 
     @property
     def saved_model(self) -> Root:
         """The TF Serving model of :attr:`export`: ``saved_model/1`` beside it."""
         return serving_dir(self.export)
 
-    @property
-    def tensorboard(self) -> Root:
-        return self.root / TENSORBOARD_DIR
+    tensorboard = _under_root(TENSORBOARD_DIR)
 
     def tensorboard_run(self, label: str) -> Root:
         """One trial's (a PBT member's) TensorBoard run in a search."""
         return self.tensorboard / label
 
-    @property
-    def roster(self) -> Root:
-        return self.root / ROSTER_FILE
-
-    @property
-    def task_error(self) -> Root:
-        return self.root / TASK_ERROR_FILE
+    roster = _under_root(ROSTER_FILE)
+    task_error = _under_root(TASK_ERROR_FILE)
 
     def checkpoint(self, dir_name: str) -> Root:
         """One of Ray Train's checkpoint directories, by the name Ray gave it."""
@@ -136,62 +128,32 @@ class RunLayout:
         return self.summary_json if what == "search" else self.result
 
     # -- a search ------------------------------------------------------------
-    @property
-    def summary_json(self) -> Root:
-        return self.root / SUMMARY_JSON
-
-    @property
-    def summary_csv(self) -> Root:
-        return self.root / SUMMARY_CSV
-
-    @property
-    def curves(self) -> Root:
-        return self.root / CURVES_PNG
-
-    @property
-    def best_schedule(self) -> Root:
-        return self.root / BEST_SCHEDULE
-
-    @property
-    def trials(self) -> Root:
-        return self.root / TRIALS_DIR
+    summary_json = _under_root(SUMMARY_JSON)
+    summary_csv = _under_root(SUMMARY_CSV)
+    curves = _under_root(CURVES_PNG)
+    best_schedule = _under_root(BEST_SCHEDULE)
+    trials = _under_root(TRIALS_DIR)
 
     def trial(self, trial_id: str) -> "RunLayout":
         """One trial's Ray Train run (a PBT member's segment), laid out as a run."""
         return RunLayout(self.trials / trial_id)
 
-    @property
-    def top_models(self) -> Root:
-        return self.root / TOP_MODELS_DIR
+    top_models = _under_root(TOP_MODELS_DIR)
 
     def top_model(self, rank: int, trial_id: str) -> "RunLayout":
         """The ``rank``-th best trial's exports: its ``export``, ``saved_model`` and ``top_model_entry``."""
         return RunLayout(self.top_models / f"{rank}-{trial_id}")
 
-    @property
-    def top_model_entry(self) -> Root:
-        """In a :meth:`top_model` directory: the trial's entry (``trial.json``)."""
-        return self.root / TOP_MODEL_FILE
-
-    @property
-    def stop_at(self) -> Root:
-        return self.root / STOP_AT_FILE
-
-    @property
-    def trial_clock(self) -> Root:
-        return self.root / CLOCK_FILE
-
-    @property
-    def tune_state_copies(self) -> Root:
-        return self.root / TUNE_STATE_COPIES_DIR
+    top_model_entry = _under_root(TOP_MODEL_FILE, "In a :meth:`top_model` directory: the trial's entry.")
+    stop_at = _under_root(STOP_AT_FILE)
+    trial_clock = _under_root(CLOCK_FILE)
+    tune_state_copies = _under_root(TUNE_STATE_COPIES_DIR)
 
     def tune_state_copy(self, file_name: str) -> Root:
         """The whole copy of one of Tune's state files."""
         return self.tune_state_copies / file_name
 
-    @property
-    def tuner_pkl(self) -> Root:
-        return self.root / TUNER_PKL
+    tuner_pkl = _under_root(TUNER_PKL)
 
 
 def serving_dir(keras_path: Union[str, Root]) -> Root:
