@@ -74,7 +74,6 @@ STOP_AT_FILE = "stop_at.json"
 CLOCK_FILE = "trial_clock.jsonl"
 TUNE_STATE_COPIES_DIR = ".tune_state_complete"
 TUNER_PKL = "tuner.pkl"  # Tune's; its presence marks a search directory
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint directories
 
 
 def _under_root(name: str, doc: str = "") -> property:
