@@ -26,7 +26,8 @@ def test_a_cut_experiment_state_is_put_back_from_its_last_whole_copy(tmp_path):
     note = restore_cut_state(tmp_path)
     assert note and state.name in note and search_alg.name not in note
     assert json.loads(state.read_text()) == {"trial_data": [["trial 2"]]}
-    assert sorted(p.name for p in RunLayout(tmp_path).tune_state_copies.iterdir()) == sorted([state.name, search_alg.name])
+    copies = RunLayout(tmp_path).tune_state_copies
+    assert sorted(p.name for p in copies.iterdir()) == sorted([state.name, search_alg.name])
 
 
 def test_a_cut_file_without_a_whole_copy_is_left_for_the_integrity_check_to_name(tmp_path):

@@ -123,7 +123,8 @@ def _tuner(search: Search, trainable, run_dir: Path, samples: int, max_concurren
                                   failure_config=tune.FailureConfig(max_failures=s.max_failures_per_trial),
                                   verbose=console.tune_verbosity(search.base.verbose),
                                   callbacks=(callbacks or [])
-                                  + ([TrialClock(str(RunLayout(run_dir).trial_clock))] if isinstance(run_dir, Path) else [])
+                                  + ([TrialClock(str(RunLayout(run_dir).trial_clock))]
+                                     if isinstance(run_dir, Path) else [])
                                   + ([] if search.base.verbose else
                                   [SearchTable(search, trial_count(search.param_space(), samples),
                                                max_concurrent or 1)])),
