@@ -27,6 +27,8 @@ from commands import (Cli, ORPHAN_GRACE, RUN_TIMEOUT, SEARCH_CONFIG, TRAIN_CONFI
                       wait_for, write_config)
 from conftest import search_config
 
+from orchestrator.layout import RunLayout
+
 
 # ------------------------------------------------------------ 4. atomic outputs
 
@@ -296,7 +298,9 @@ SEARCH_DAMAGE = {
     "tuner.pkl missing": lambda d: (d / "tuner.pkl").unlink() or d / "tuner.pkl",
     "experiment state missing": lambda d: [p.unlink() for p in d.glob("experiment_state-*.json")] and
     d / "experiment_state-",
-    "experiment state cut in half": lambda d: truncate(max(d.glob("experiment_state-*.json"))),
+    # With the whole copy the search keeps (engine/tune_state.py), --resume would put it back.
+    "experiment state cut in half, no whole copy kept": lambda d: (
+        shutil.rmtree(RunLayout(d).tune_state_copies), truncate(max(d.glob("experiment_state-*.json"))))[1],
     "a trial's state.json with wrong types": lambda d: each_checkpoint(
         _trial_dir(d), lambda c: edit_json(c / "state.json", epoch=None)),
     "summary.json cut in half": lambda d: truncate(d / "summary.json"),
@@ -313,6 +317,21 @@ def test_a_damaged_file_is_refused_in_one_line_naming_it(request, tmp_path, comm
     if damage != f"{final} cut in half":
         (run_dir / final).unlink()  # an interrupted run or search: what --resume is for
     assert_resume_refused(command, config, run_dir, table[damage](run_dir))
+
+
+def test_a_cut_experiment_state_is_put_back_from_its_whole_copy_and_the_search_resumes(finished_search, tmp_path):
+    config, made = finished_search
+    run_dir = tmp_path / "results" / "cut"
+    shutil.copytree(made, run_dir)
+    (run_dir / "summary.json").unlink()  # interrupted: what --resume is for
+    state = truncate(max(run_dir.glob("experiment_state-*.json")))
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(config),
+                          "--storage", str(run_dir.parent), "--name", run_dir.name, "--resume"],
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"Tune's {state.name} had been cut short" in out.stderr and "put back its last complete copy" in out.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trials"] == len(json.loads((made / "summary.json").read_text())["results"])
 
 
 # ------------------------------------------------------------ 7. full disk
