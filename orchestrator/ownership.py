@@ -62,6 +62,8 @@ def is_ownership_file(name: str) -> bool:
 # so a slow NFS server or a paused VM is not mistaken for a death).
 HEARTBEAT_S = float(os.environ.get("ORCHESTRATOR_OWNER_HEARTBEAT_S", "10"))
 STALE_AFTER_S = float(os.environ.get("ORCHESTRATOR_OWNER_STALE_S", "60"))
+# How long a command that finds the name locked waits for the owner's record, to name it.
+RECORD_WAIT_S = 3.0
 
 
 def boot_id() -> str:
@@ -209,7 +211,13 @@ def acquire(directory: Path, what: str = "run") -> Ownership:
         os.close(lock_fd)
         lock_fd = None
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise _refuse(what, directory.name, directory, _read(directory / OWNER_FILE)) from None
+            # The owner writes its record just after taking the lock: give it a moment,
+            # so that the refusal can name it (pid, host, since when).
+            record, deadline = _read(directory / OWNER_FILE), time.monotonic() + RECORD_WAIT_S
+            while not record and time.monotonic() < deadline:
+                time.sleep(0.05)
+                record = _read(directory / OWNER_FILE)
+            raise _refuse(what, directory.name, directory, record) from None
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise
     try:
