@@ -471,16 +471,26 @@ def pbt_config(args, dirs) -> Path:
     return path
 
 
-def exploit_costs(summary: dict, trials: dict[str, list[dict]]) -> list[float]:
-    """For each copy: the copying member's epoch end before it -> its next epoch's start (Tune's rows)."""
+def exploit_costs(summary: dict, trials: dict[str, list[dict]], run_dir: Path) -> list[float]:
+    """For each copy: the copying member's own epoch end where it paused -> its next epoch's start.
+
+    Tune's rows of a member start over at each copy, so the epoch it paused at is
+    read from the member's own Ray Train run that ended there (``trials/<id>*``).
+    """
     costs = []
     for row in summary["results"]:
-        rows = sorted(trials.get(row["trial_id"], []), key=lambda r: r.get("started_at") or 0)
-        by_epoch = {r["epoch"]: r for r in rows if r.get("started_at")}
+        member = row["trial_id"]
+        next_start = {r["epoch"]: r["started_at"] for r in trials.get(member, []) if r.get("started_at")}
         for copy in row.get("copies") or []:
-            before, after = by_epoch.get(copy["epoch"]), by_epoch.get(copy["epoch"] + 1)
-            if before and after and after["started_at"] > before["started_at"]:
-                costs.append(after["started_at"] - (before["started_at"] + before["epoch_seconds"]))
+            paused = None
+            for state_file in (run_dir / "trials").glob(f"{member}*/checkpoint_*/state.json"):
+                history = json.loads(state_file.read_text()).get("history") or []
+                if history and history[-1]["epoch"] == copy["epoch"] and history[-1].get("started_at"):
+                    end = history[-1]["started_at"] + history[-1]["epoch_seconds"]
+                    if end < next_start.get(copy["epoch"] + 1, 0):
+                        paused = max(paused or 0, end)
+            if paused is not None:
+                costs.append(next_start[copy["epoch"] + 1] - paused)
     return costs
 
 
@@ -497,7 +507,7 @@ def section_p(args, env, dirs) -> dict:
     trials = _tune_trial_rows(run_dir)
     hits = [r["started_at"] + r["epoch_seconds"] for rows in trials.values() for r in rows
             if r.get("val_accuracy", 0.0) >= args.target and r.get("started_at")]
-    costs = exploit_costs(summary, trials)
+    costs = exploit_costs(summary, trials, run_dir)
     return {
         "process": proc, "members": len(summary["results"]), "wall_s": summary.get("wall_seconds"),
         "time_to_target_s": min(hits) - proc["started_at"] if hits else None,
