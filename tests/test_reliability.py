@@ -364,6 +364,16 @@ def small_disk(tmp_path: Path, size: str):
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def resume_once_enlarged(cli, disk: Path, last: str, started: list[Cli]) -> Cli:
+    """Enlarge the disk, run the command the one-line error hinted at, and wait for it to finish."""
+    enlarged = _mount_tmpfs(disk, "96m", remount=True)
+    assert enlarged.returncode == 0, enlarged.stderr
+    resumed = cli(*shlex.split(last.split("resume with: orchestrator ", 1)[1]), tag="resume")
+    started.append(resumed)
+    assert resumed.wait(RUN_TIMEOUT, "finish once the disk was enlarged") == 0, resumed.output_tail()
+    return resumed
+
+
 def full_disk_line(command: Cli, disk: Path, verb: str) -> str:
     """The command's last line: the full disk named in one line, with the command to resume once freed."""
     last = command.stderr.strip().splitlines()[-1]
@@ -399,11 +409,7 @@ def test_a_full_disk_ends_in_one_line_without_retries_and_resumes_once_enlarged(
                 pass
         assert complete and max(complete) < SMALL_TRAIN["training"]["epochs"], run.output_tail()
 
-        enlarged = _mount_tmpfs(disk, "96m", remount=True)
-        assert enlarged.returncode == 0, enlarged.stderr
-        resumed = cli(*shlex.split(last.split("resume with: orchestrator ", 1)[1]), tag="resume")
-        started.append(resumed)
-        assert resumed.wait(RUN_TIMEOUT, "finish once the disk was enlarged") == 0, resumed.output_tail()
+        resumed = resume_once_enlarged(cli, disk, last, started)
         # From one checkpoint that the disk left whole (one whose copy was cut may look whole but for
         # the size of its TF data file: --resume skips it), not from scratch.
         result = json.loads((run_dir / "result.json").read_text())
@@ -428,11 +434,7 @@ def test_a_search_on_a_full_disk_stops_in_one_line_and_resumes_once_enlarged(cli
         last = full_disk_line(search, disk, "tune")
         assert not (run_dir / "summary.json").exists()
 
-        enlarged = _mount_tmpfs(disk, "96m", remount=True)
-        assert enlarged.returncode == 0, enlarged.stderr
-        resumed = cli(*shlex.split(last.split("resume with: orchestrator ", 1)[1]), tag="resume")
-        started.append(resumed)
-        assert resumed.wait(RUN_TIMEOUT, "finish once the disk was enlarged") == 0, resumed.output_tail()
+        resume_once_enlarged(cli, disk, last, started)
         summary = json.loads((run_dir / "summary.json").read_text())
         # Every trial ran, once, to its end: the one the disk stopped, those it never started.
         assert sorted(r["config"]["optimizer.learning_rate"] for r in summary["results"]) == [0.001, 0.002, 0.003]
