@@ -53,6 +53,17 @@ def _variants(search: "Search", max_concurrent: Optional[int]):
     return BasicVariantGenerator(random_state=search.base.seed, max_concurrent=max_concurrent or 0)
 
 
+def _members(search: "Search", max_concurrent: Optional[int]):
+    """A PBT population. In reused actors (the fast path) every member is a trial from the
+    start, so that Tune's PBT can let them take turns: a member at a perturbation point
+    hands its actor to a waiting one, and how many train at once is what the cluster's
+    CPUs hold. Members that are Ray Train runs start as slots free up, as other trials do:
+    a turn would cost a new worker group."""
+    from orchestrator.engine.fast_trial import uses_fast_path
+
+    return _variants(search, None if uses_fast_path(search) else max_concurrent)
+
+
 def _optuna(search: "Search", max_concurrent: Optional[int]):
     try:
         import optuna  # noqa: F401
@@ -76,7 +87,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "optuna": Algorithm("Optuna's TPE sampler (pip install optuna), no grid domains", _optuna,
                         enumerates_grids=False),
     "pbt": Algorithm("Population Based Training (search.pbt): members copy the best and perturb its LR",
-                     _variants, scheduler=_pbt, limits_concurrency=True, population=True),
+                     _members, scheduler=_pbt, limits_concurrency=True, population=True),
 }
 
 

@@ -116,10 +116,18 @@ class PbtSpec(BaseModel):
     ``mutate`` parameters: multiplied by one of ``perturbation_factors``, or
     (with ``resample_probability``) drawn again from its domain in ``space``,
     clamped to that domain's bounds.
+
+    With ``synch`` (Tune's synchronous PBT), every member waits at each
+    perturbation point until all have reached it, and then the bottom copy the
+    top: copies that do not depend on which member happens to run ahead, at the
+    cost of slots standing idle while the slowest member catches up. Without it
+    (the default), a member compares itself with the others' latest scores when
+    it reaches the point.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     perturbation_interval: int = Field(2, ge=1, examples=[2])
+    synch: bool = Field(False, examples=[True])
     quantile: float = Field(0.25, gt=0, le=0.5, examples=[0.25])
     resample_probability: float = Field(0.25, ge=0, le=1, examples=[0.25])
     perturbation_factors: tuple[float, float] = Field((1.2, 0.8), examples=[[1.2, 0.8]])

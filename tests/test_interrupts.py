@@ -120,7 +120,10 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
     assert Path(summary["evaluation"]["exported_model"]).is_file()
 
 
-PBT_SEARCH_CONFIG = pbt_search_config(epochs=6)
+# One perturbation point (epoch 3): a second copy could write over the record of the first.
+PBT_SEARCH_CONFIG = pbt_search_config(epochs=6, interval=3)
+# Asynchronous on Ray Train: a synchronous pause would restart each member's worker group.
+PBT_TRAIN_CONFIG = pbt_search_config(epochs=6, interval=3, synch=False)
 
 
 def recorded_copies(run_dir: Path) -> list[dict]:
@@ -134,12 +137,16 @@ def recorded_copies(run_dir: Path) -> list[dict]:
     return copies
 
 
-@pytest.mark.parametrize("stop", ["driver killed", "Ctrl-C"])
-def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tmp_path, mnist_path, stop):
-    config = write_config(tmp_path, PBT_SEARCH_CONFIG, mnist_path, "pbt.yaml")
+# Members of one worker train in their reused Tune actors (the fast path); members of
+# several workers, or with --no-fast-path, are Ray Train runs: one stop for each.
+@pytest.mark.parametrize("stop, path", [("driver killed", "fast path"), ("Ctrl-C", "Ray Train")])
+def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tmp_path, mnist_path, stop, path):
+    config = write_config(tmp_path, PBT_SEARCH_CONFIG if path == "fast path" else PBT_TRAIN_CONFIG,
+                          mnist_path, "pbt.yaml")
     storage, name = tmp_path / "results", "pbt-stopped"
     run_dir = storage / name
-    args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name]
+    args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name,
+            *(["--no-fast-path"] if path == "Ray Train" else [])]
     search = cli(*args, tag="pbt")
     # Stopped once a member has copied another and trained on from it.
     copies = wait_for(lambda: recorded_copies(run_dir), RUN_TIMEOUT, "a PBT copy", search, interval=0.1)

@@ -4,7 +4,9 @@ One member starts at a sane LR (0.002), the other at an absurd one (0.3, Adam:
 it stays at chance). At the first perturbation point (epoch 2) the absurd
 member is in the bottom half, so PBT must copy the sane member's state into
 it and continue at the sane LR times 0.8 or 1.2 (no resampling). EarlyStopping
-is off so nothing but PBT decides.
+is off so nothing but PBT decides. Synchronous PBT, and one perturbation point
+(the last epoch is never perturbed): with two members, one copies the other at
+every point, and a second copy would write over the record of the first.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import yaml
 from conftest import pbt_search_config
 
-EPOCHS = 5
+EPOCHS = 4
 INTERVAL = 2
 PBT_CONFIG = pbt_search_config(EPOCHS, INTERVAL)
 
@@ -38,6 +40,7 @@ def _copier_and_donor(summary: dict):
     rows = {r["trial_id"]: r for r in summary["results"]}
     copiers = [r for r in summary["results"] if r["copies"]]
     assert copiers, [(r["trial_id"], r["stop_reason"]) for r in summary["results"]]
+    assert len(copiers) == 1 and len(copiers[0]["copies"]) == 1, [r["copies"] for r in copiers]
     copier = copiers[0]
     copy = copier["copies"][0]
     return copier, rows[copy["from"]], copy

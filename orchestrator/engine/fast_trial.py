@@ -11,20 +11,18 @@ from pathlib import Path
 from orchestrator import process
 from orchestrator.contract import Trial, WorkerConfig
 from orchestrator.layout import RunLayout
-from orchestrator.search_algorithms import algorithm
 from orchestrator.search_space import Search
 
 
 def uses_fast_path(search: Search) -> bool:
-    """One worker per trial, asked for (``search.fast_path``, the default), not PBT, storage a local path.
+    """One worker per trial, asked for (``search.fast_path``, the default), storage a local path.
 
-    PBT members start from another member's checkpoint through Ray Train
-    (``engine/pbt.py``); they keep the Ray Train path. The fast path writes a
-    trial's checkpoints with file operations on a path every node mounts; storage
-    given as a URI (object storage) keeps Ray Train, which uploads them.
+    The fast path writes a trial's checkpoints with file operations on a path
+    every node mounts; storage given as a URI (object storage) keeps Ray Train,
+    which uploads them. PBT members take it too (``engine/pbt.py`` starts each of
+    their segments in the actor).
     """
-    return (search.search.fast_path and search.base.scaling.workers == 1
-            and not algorithm(search.search.algorithm).population and "://" not in search.base.storage)
+    return search.search.fast_path and search.base.scaling.workers == 1 and "://" not in search.base.storage
 
 
 def trial_resources(search: Search) -> dict:

@@ -1,4 +1,4 @@
-"""Population Based Training over distributed Ray Train trials, on Ray Tune's own scheduler.
+"""Population Based Training on Ray Tune's own scheduler, members of one worker or several.
 
     $ orchestrator tune --config jobs/configs/pbt_mnist.yaml --name pbt1
     $ orchestrator train --config results/pbt1/best_schedule.yaml --name replay1
@@ -19,6 +19,11 @@ every Train checkpoint to Tune itself:
   that checkpoint: weights, optimizer state, epoch, EarlyStopping and
   best-so-far state, and the history of every epoch before, with the LR each
   epoch actually used. From then on the LR is the member's (mutated) config's.
+- A member of one worker on local storage (the search's fast path,
+  ``engine/fast_trial.py``) trains each segment in its reused Tune actor
+  instead, and reports each checkpoint to Tune directly: a pause or an exploit
+  then restarts the member in a process that has TensorFlow and the data, not
+  a new Ray Train worker group.
 - ``lineage.json`` in each Tune checkpoint records who trained it and every
   copy in its ancestry ({member, from, epoch}), so a member's record says
   which member it copied from at which epoch, inherited copies included.
@@ -95,13 +100,16 @@ def _next_segment(trials_dir: Path, trial_id: str) -> str:
 
 
 def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = None) -> None:
-    """One PBT member's function: a Ray Train run from scratch or from the checkpoint Tune gives it."""
+    """One PBT member's function: from scratch or from the checkpoint Tune gives it.
+
+    Every start of a member trains a new segment (``trials/<member>[.n]``) from
+    that checkpoint, in this reused Tune actor (the fast path, one worker) or as a
+    Ray Train run.
+    """
     from ray import tune
-    from ray.train import Checkpoint as TrainCheckpoint
-    from ray.util.queue import Queue
 
     from orchestrator.contract import Trial
-    from orchestrator.engine.train import make_trainer
+    from orchestrator.engine.fast_trial import uses_fast_path
 
     trial_id = tune.get_context().get_trial_id()
     hparams = search.hparams(config)
@@ -112,15 +120,54 @@ def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = N
         print(f"[orchestrator] member {trial_id} continues from member {donor}'s epoch "
               f"{lineage['copies'][-1]['epoch']} with {hparams}", flush=True)
     layout = RunLayout(Path(run_dir))
-    trials_dir = layout.trials
-    segment = _next_segment(trials_dir, trial_id)
+    segment = _next_segment(layout.trials, trial_id)
     spec = search.trial_spec(config, name=segment)
+    member = Trial(trial_id, dict(hparams))  # one TensorBoard run per member, whatever its config becomes
+
+    def to_tune(item: dict, checkpoint_path: Optional[str]) -> None:
+        """Report an epoch with its checkpoint, stamped with the lineage that trained it."""
+        checkpoint = None
+        if checkpoint_path:
+            write_atomic(Path(checkpoint_path) / LINEAGE,
+                         lambda tmp: tmp.write_text(json.dumps(lineage, indent=1)))
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_path)
+        tune.report({**item, "trial_id": trial_id}, checkpoint=checkpoint)
+
+    if uses_fast_path(search):
+        _member_in_actor(search, spec, data, layout, segment, member, start, to_tune)
+    else:
+        _member_as_train_run(spec, data, layout, segment, member, start, to_tune)
+
+
+def _member_in_actor(search, spec, data: dict, layout: RunLayout, segment: str, member, start, to_tune) -> None:
+    """The segment trained in this (reused) Tune actor: an exploit costs no new process."""
+    from ray.train import Checkpoint as TrainCheckpoint
+
+    from orchestrator import process
+    from orchestrator.contract import WorkerConfig
+
+    process.use_worker_env(search.base.verbose)  # before TensorFlow's first import here
+    from orchestrator.worker.in_actor import train_trial
+
+    train_trial(WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
+                             run_dir=str(layout.trial(segment).root),
+                             tensorboard_dir=str(layout.tensorboard_run(member.label)), trial=member,
+                             start_checkpoint=TrainCheckpoint(start.path) if start is not None else None),
+                to_tune=to_tune)
+
+
+def _member_as_train_run(spec, data: dict, layout: RunLayout, segment: str, member, start, to_tune) -> None:
+    """The segment as a Ray Train run, whose checkpoints are handed over one by one."""
+    from ray.train import Checkpoint as TrainCheckpoint
+    from ray.util.queue import Queue
+
+    from orchestrator.engine.train import make_trainer
+
     items = Queue(1, actor_options={"num_cpus": 0})
     acks = Queue(1, actor_options={"num_cpus": 0})
     trainer = make_trainer(
-        spec, data["task"], data["ref"], storage_path=str(trials_dir), name=segment,
-        # One TensorBoard run per member, whatever its config becomes.
-        tensorboard_dir=str(layout.tensorboard_run(trial_id)), trial=Trial(trial_id, dict(hparams)),
+        spec, data["task"], data["ref"], storage_path=str(layout.trials), name=segment,
+        tensorboard_dir=str(layout.tensorboard_run(member.label)), trial=member,
         callbacks=[HandCheckpointToTune(items, acks)],
         start_checkpoint=TrainCheckpoint(start.path) if start is not None else None)
 
@@ -141,13 +188,7 @@ def run_pbt_trial(config: dict, search=None, data: dict = None, run_dir: str = N
             if not thread.is_alive():
                 break  # the controller waits for each ack, so nothing can be left behind
             continue
-        path = item.get("checkpoint_path")
-        checkpoint = None
-        if path:
-            write_atomic(Path(path) / LINEAGE, lambda tmp: tmp.write_text(json.dumps(lineage, indent=1)))
-            checkpoint = tune.Checkpoint.from_directory(path)
-        item["trial_id"] = trial_id
-        tune.report(item, checkpoint=checkpoint)
+        to_tune(item, item.get("checkpoint_path"))
         acks.put(True)
     thread.join()
     if "error" in outcome:
@@ -169,7 +210,8 @@ def _pbt_scheduler_class():
           function is ending, and copying into it would restart a finished state.
         - A member is not paused to let a waiting one run (Tune's time sharing)
           when all unfinished members fit at once (``slots``): pausing would
-          only restart its Train run, at the cost of a cold start.
+          only restart it. Synchronous PBT pauses every member at each
+          perturbation point by design, and keeps doing so.
 
         Args:
             slots: how many members run at once.
@@ -185,7 +227,7 @@ def _pbt_scheduler_class():
                 return TrialScheduler.CONTINUE
             decision = super().on_trial_result(tune_controller, trial, result)
             unfinished = [t for t in tune_controller.get_trials() if not t.is_finished()]
-            if decision == TrialScheduler.PAUSE and len(unfinished) <= self._slots:
+            if decision == TrialScheduler.PAUSE and not self._synch and len(unfinished) <= self._slots:
                 return TrialScheduler.CONTINUE
             return decision
 
@@ -206,6 +248,7 @@ def pbt_scheduler(search, max_concurrent: Optional[int]):
     s = search.search
     return _pbt_scheduler_class()(
         slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
+        synch=s.pbt.synch,
         hyperparam_mutations=search.pbt_mutations(), quantile_fraction=s.pbt.quantile,
         resample_probability=s.pbt.resample_probability,
         perturbation_factors=tuple(s.pbt.perturbation_factors),

@@ -91,7 +91,7 @@ def _trainable(search: Search, task: TaskRef, data_ref, run_dir: Path):
     # The ref travels inside a dict so Tune hands the trial the ref, not 50 MB of arrays;
     # the task as the driver found it, so a trial on a node without the task's file runs it.
     fast = uses_fast_path(search)
-    trial_fn = run_fast_trial if fast else run_pbt_trial if algorithm(search.search.algorithm).population \
+    trial_fn = run_pbt_trial if algorithm(search.search.algorithm).population else run_fast_trial if fast \
         else run_trial
     fn = tune.with_parameters(trial_fn, search=search, data={"ref": data_ref, "task": task},
                               run_dir=for_worker(run_dir))

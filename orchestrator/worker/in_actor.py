@@ -25,7 +25,7 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
@@ -64,22 +64,29 @@ class TuneTrialSession:
         keep_best: checkpoints kept besides the latest, best by ``monitor``.
         monitor, mode: what "best" means.
         identity: extra fields of every report (this actor's trial count and memory).
+        to_tune: how an epoch's metrics and its persisted checkpoint reach Tune; by default
+            ``tune.report(metrics)`` with the checkpoint's path among the metrics (what
+            ``TuneReportCallback`` sends). A PBT member also hands Tune the checkpoint itself.
     """
 
     world_rank = 0
     world_size = 1
 
-    def __init__(self, run_dir: str, keep_best: int, monitor: str, mode: str, identity: dict):
+    def __init__(self, run_dir: str, keep_best: int, monitor: str, mode: str, identity: dict,
+                 to_tune: Optional[Callable[[dict, Optional[str]], None]] = None):
         self.run_dir = Path(run_dir)
         self.keep_best = keep_best
         self.monitor = monitor
         self.mode = mode
         self.identity = identity
+        self.to_tune = to_tune or (lambda metrics, _path: tune.report(metrics))
 
     def report(self, metrics: dict, checkpoint: Optional[Checkpoint] = None, **_ignored) -> None:
+        path = None
         if checkpoint is not None:
-            metrics = {**metrics, CHECKPOINT_PATH_KEY: self._persist(Path(checkpoint.path))}
-        tune.report(metrics)  # Tune stops a trial here (ASHA): the report does not return
+            path = self._persist(Path(checkpoint.path))
+            metrics = {**metrics, CHECKPOINT_PATH_KEY: path}
+        self.to_tune(metrics, path)  # Tune stops or pauses a trial here: the report does not return
 
     def _persist(self, source: Path) -> str:
         """Copy a reported checkpoint into the trial's directory under a new name, whole or not at all."""
@@ -118,8 +125,15 @@ class TuneTrialSession:
         """Nothing to send again: Tune has no record of checkpoints to catch up with (summary reads them)."""
 
 
-def train_trial(run: WorkerConfig) -> None:
-    """Train one trial in this process, as one Ray Train worker would, then leave TensorFlow clean."""
+def train_trial(run: WorkerConfig, to_tune: Optional[Callable[[dict, Optional[str]], None]] = None) -> None:
+    """Train one trial in this process, as one Ray Train worker would, then leave TensorFlow clean.
+
+    Args:
+        run: what a Ray Train worker of the trial would get; ``run.start_checkpoint``
+            (a PBT member's copy of another member) is where a trial with no
+            checkpoint of its own in ``run.run_dir`` starts.
+        to_tune: see :class:`TuneTrialSession`.
+    """
     global _trials_run
     from orchestrator.worker.loop import train_loop_per_worker
 
@@ -137,7 +151,8 @@ def train_trial(run: WorkerConfig) -> None:
     session = TuneTrialSession(run.run_dir, spec.checkpoint.keep_best, spec.checkpoint.monitor,
                                spec.checkpoint.mode,
                                identity={"actor_trials": _trials_run, "actor_rss_mb": _resident_mb(),
-                                         "actor_pid": os.getpid(), "trial_started_at": time.time()})
+                                         "actor_pid": os.getpid(), "trial_started_at": time.time()},
+                               to_tune=to_tune)
     try:
         train_loop_per_worker(run.as_train_loop_config(), session=session)
     finally:
