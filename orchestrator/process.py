@@ -51,6 +51,12 @@ RAY_ENV_VARS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
+# A reused Tune actor (the search's fast path) is handed to the next trial only once
+# the last trial's function thread has ended; Tune waits 2 s by default, shorter than a
+# stopped or paused Keras trial's unwinding on a loaded machine, and a reset that times
+# out fails the next trial ("reset_config() ... return True"). Read at each reset.
+TRIAL_ACTOR_ENV_VARS = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
+
 
 # ------------------------------------------------------------------ environment
 
@@ -67,7 +73,7 @@ def worker_env_vars(verbose: bool) -> dict[str, str]:
 
 def use_worker_env(verbose: bool) -> None:
     """This process trains like a Ray Train worker (a fast-path trial's actor): its env, where unset."""
-    for key, value in worker_env_vars(verbose).items():
+    for key, value in {**worker_env_vars(verbose), **TRIAL_ACTOR_ENV_VARS}.items():
         os.environ.setdefault(key, value)
 
 
