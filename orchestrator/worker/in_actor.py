@@ -125,6 +125,28 @@ class TuneTrialSession:
         """Nothing to send again: Tune has no record of checkpoints to catch up with (summary reads them)."""
 
 
+def _gradient_registry() -> dict:
+    """TensorFlow's global registry of gradient functions, by op type name (empty if TF moved it)."""
+    from tensorflow.python.framework import ops
+
+    return getattr(getattr(ops, "_gradient_registry", None), "_registry", {})
+
+
+def _drop_gradients_since(before: set) -> None:
+    """Forget the gradient functions TensorFlow registered during a trial that is over.
+
+    Tracing a train step registers a ``CustomGradient-<n>`` entry per all-reduce
+    (``tf.custom_gradient`` in graph mode, ``ReplicaContext.all_reduce`` of the
+    gradients) and never removes it; each one holds its traced graph, and
+    ``clear_session()`` does not drop them (tensorflow#27492, tensorflow#97697;
+    tf-keras PR #898 proposes this same purge). Dropped only after the trial's model
+    and functions are gone, so nothing can ask for those gradients again.
+    """
+    registry = _gradient_registry()
+    for name in [n for n in registry if n not in before and n.startswith("CustomGradient-")]:
+        del registry[name]
+
+
 def train_trial(run: WorkerConfig, to_tune: Optional[Callable[[dict, Optional[str]], None]] = None) -> None:
     """Train one trial in this process, as one Ray Train worker would, then leave TensorFlow clean.
 
@@ -153,8 +175,10 @@ def train_trial(run: WorkerConfig, to_tune: Optional[Callable[[dict, Optional[st
                                identity={"actor_trials": _trials_run, "actor_rss_mb": _resident_mb(),
                                          "actor_pid": os.getpid(), "trial_started_at": time.time()},
                                to_tune=to_tune)
+    registered = set(_gradient_registry())
     try:
         train_loop_per_worker(run.as_train_loop_config(), session=session)
     finally:
         tf.keras.backend.clear_session()
+        _drop_gradients_since(registered)
         gc.collect()
