@@ -122,8 +122,6 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
 
 # One perturbation point (epoch 3): a second copy could write over the record of the first.
 PBT_SEARCH_CONFIG = pbt_search_config(epochs=6, interval=3)
-# Asynchronous on Ray Train: a synchronous pause would restart each member's worker group.
-PBT_TRAIN_CONFIG = pbt_search_config(epochs=6, interval=3, synch=False)
 
 
 def recorded_copies(run_dir: Path) -> list[dict]:
@@ -141,8 +139,7 @@ def recorded_copies(run_dir: Path) -> list[dict]:
 # several workers, or with --no-fast-path, are Ray Train runs: one stop for each.
 @pytest.mark.parametrize("stop, path", [("driver killed", "fast path"), ("Ctrl-C", "Ray Train")])
 def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tmp_path, mnist_path, stop, path):
-    config = write_config(tmp_path, PBT_SEARCH_CONFIG if path == "fast path" else PBT_TRAIN_CONFIG,
-                          mnist_path, "pbt.yaml")
+    config = write_config(tmp_path, PBT_SEARCH_CONFIG, mnist_path, "pbt.yaml")
     storage, name = tmp_path / "results", "pbt-stopped"
     run_dir = storage / name
     args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name,

@@ -208,6 +208,10 @@ def _pbt_scheduler_class():
           when it is always ahead).
         - A member's last epoch (``stop_reason`` set) is never perturbed: its
           function is ending, and copying into it would restart a finished state.
+        - A resumed search starts a new scheduler, whose members have passed no
+          perturbation point yet: a member's first result past epoch 1 sets the
+          last point its lineage passed, so that it is not perturbed again at once
+          (a second copy, one epoch after the one it made before the stop).
         - A member is not paused to let a waiting one run (Tune's time sharing)
           when all unfinished members fit at once (``slots``): pausing would
           only restart it. Synchronous PBT pauses every member at each
@@ -223,6 +227,11 @@ def _pbt_scheduler_class():
             self._slots = slots
 
         def on_trial_result(self, tune_controller, trial, result):
+            state = self._trial_state.get(trial)
+            epoch = result.get(self._time_attr)
+            if state is not None and not state.last_train_time and epoch is not None and epoch > 1:
+                passed = (int(epoch) - 1) // self._perturbation_interval * self._perturbation_interval
+                state.last_perturbation_time = state.last_train_time = passed
             if result.get("stop_reason"):
                 return TrialScheduler.CONTINUE
             decision = super().on_trial_result(tune_controller, trial, result)
