@@ -161,6 +161,9 @@ def train_trial(run: WorkerConfig, to_tune: Optional[Callable[[dict, Optional[st
 
     tf.keras.backend.clear_session()  # the last trial's graphs and layer names, if it left any
     gc.collect()
+    # What is left now outlives trials (TensorFlow's and Keras's modules, the arrays): kept out of
+    # later collections, which otherwise walk all of it at each trial's end and start (README, Benchmark).
+    gc.freeze()
     _trials_run += 1
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
     if isinstance(run.data, ray.ObjectRef):
