@@ -41,8 +41,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
         sys.exit("bench.kt_hyperband runs Keras 3: unset TF_USE_LEGACY_KERAS")
-    # Loading a task sets it to "1" unless it is set (orchestrator/tasks/registry.py), and TensorFlow
-    # binds tf.keras on first use: "0" keeps the task's tf.keras.Sequential a Keras 3 model here.
+    # TensorFlow binds tf.keras on first use, to tf-keras where this is "1".
     os.environ["TF_USE_LEGACY_KERAS"] = "0"
 
     import numpy as np
@@ -50,6 +49,10 @@ def main(argv=None) -> None:
     import keras_tuner as kt
 
     import tensorflow as tf
+
+    # The orchestrator's modules select tf-keras for the process (process.use_tf_keras), but
+    # tf.keras binds on first use: bound here first, the task's tf.keras models stay Keras 3.
+    assert tf.keras.Sequential is keras.Sequential
 
     from orchestrator.search_space import Domain, load_search
     from orchestrator.spec import read_yaml
@@ -60,6 +63,7 @@ def main(argv=None) -> None:
     # The search's task builds the model (here under Keras 3) and loads the data, as in the orchestrator.
     task = resolve(base.task)
     splits = task.task.arrays(task.params, base.data.caps(), base.task.name)
+    os.environ["TF_USE_LEGACY_KERAS"] = "0"
 
     def prepared(x):
         return task.task.preprocess(tf.constant(x)).numpy() if task.task.preprocess else x
