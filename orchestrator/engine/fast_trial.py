@@ -34,22 +34,33 @@ def trial_resources(search: Search) -> dict:
     return resources
 
 
+def train_in_actor(search: Search, run: WorkerConfig, to_tune=None) -> None:
+    """Train ``run`` in this Tune actor, as its one Ray Train worker would (see ``worker/in_actor.py``).
+
+    Args:
+        search: the search (its verbosity picks the worker's console).
+        run: what that worker would get.
+        to_tune: how each epoch reaches Tune (``TuneTrialSession``); by default its metrics alone.
+    """
+    # What a Ray Train worker gets in its runtime env, before TensorFlow's first import here.
+    process.use_worker_env(search.base.verbose)
+    from orchestrator.worker.in_actor import train_trial
+
+    train_trial(run, to_tune=to_tune)
+
+
 def run_fast_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
     """One Tune trial trained in this actor: the same worker loop, reporting each epoch to Tune."""
     from ray import tune
 
     from orchestrator.engine.tune import trial_label
 
-    # What a Ray Train worker gets in its runtime env, before TensorFlow's first import here.
-    process.use_worker_env(search.base.verbose)
-    from orchestrator.worker.in_actor import train_trial
-
     trial_id = tune.get_context().get_trial_id()
     hparams = search.hparams(config)
     label = trial_label(trial_id, hparams)
     spec = search.trial_spec(config, name=trial_id)
     layout = RunLayout(Path(run_dir))
-    train_trial(WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
-                             run_dir=str(layout.trial(trial_id).root),
-                             tensorboard_dir=str(layout.tensorboard_run(label)),
-                             trial=Trial(label, dict(hparams))))
+    train_in_actor(search, WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
+                                        run_dir=str(layout.trial(trial_id).root),
+                                        tensorboard_dir=str(layout.tensorboard_run(label)),
+                                        trial=Trial(label, dict(hparams))))

@@ -143,17 +143,13 @@ def _member_in_actor(search, spec, data: dict, layout: RunLayout, segment: str, 
     """The segment trained in this (reused) Tune actor: an exploit costs no new process."""
     from ray.train import Checkpoint as TrainCheckpoint
 
-    from orchestrator import process
     from orchestrator.contract import WorkerConfig
+    from orchestrator.engine.fast_trial import train_in_actor
 
-    process.use_worker_env(search.base.verbose)  # before TensorFlow's first import here
-    from orchestrator.worker.in_actor import train_trial
-
-    train_trial(WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
-                             run_dir=str(layout.trial(segment).root),
-                             tensorboard_dir=str(layout.tensorboard_run(member.label)), trial=member,
-                             start_checkpoint=TrainCheckpoint(start.path) if start is not None else None),
-                to_tune=to_tune)
+    train_in_actor(search, WorkerConfig(
+        spec=spec, task=data["task"], data=data["ref"], run_dir=str(layout.trial(segment).root),
+        tensorboard_dir=str(layout.tensorboard_run(member.label)), trial=member,
+        start_checkpoint=TrainCheckpoint(start.path) if start is not None else None), to_tune=to_tune)
 
 
 def _member_as_train_run(spec, data: dict, layout: RunLayout, segment: str, member, start, to_tune) -> None:
