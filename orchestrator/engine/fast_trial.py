@@ -6,11 +6,9 @@ trial's actor (see :mod:`orchestrator.worker.in_actor`), never in the search's d
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from orchestrator import process
-from orchestrator.contract import Trial, WorkerConfig
-from orchestrator.layout import RunLayout
+from orchestrator.contract import WorkerConfig
 from orchestrator.search_space import Search
 
 
@@ -51,16 +49,9 @@ def train_in_actor(search: Search, run: WorkerConfig, to_tune=None) -> None:
 
 def run_fast_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
     """One Tune trial trained in this actor: the same worker loop, reporting each epoch to Tune."""
-    from ray import tune
+    from orchestrator.engine.tune import this_trial
 
-    from orchestrator.engine.tune import trial_label
-
-    trial_id = tune.get_context().get_trial_id()
-    hparams = search.hparams(config)
-    label = trial_label(trial_id, hparams)
-    spec = search.trial_spec(config, name=trial_id)
-    layout = RunLayout(Path(run_dir))
+    trial_id, spec, layout, trial = this_trial(config, search, run_dir)
     train_in_actor(search, WorkerConfig(spec=spec, task=data["task"], data=data["ref"],
                                         run_dir=str(layout.trial(trial_id).root),
-                                        tensorboard_dir=str(layout.tensorboard_run(label)),
-                                        trial=Trial(label, dict(hparams))))
+                                        tensorboard_dir=str(layout.tensorboard_run(trial.label)), trial=trial))

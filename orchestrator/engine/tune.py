@@ -65,19 +65,24 @@ def trial_label(trial_id: str, hparams: dict) -> str:
     return "_".join(parts)
 
 
-def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
-    """One Tune trial: a Ray Train run of the trial's spec, reporting each epoch to Tune."""
+def this_trial(config: dict, search: Search, run_dir: str) -> tuple[str, Any, RunLayout, Trial]:
+    """The running Tune trial: its id, its spec, the search's layout, and how its workers name it."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     hparams = search.hparams(config)
-    label = trial_label(trial_id, hparams)
-    spec = search.trial_spec(config, name=trial_id)
-    layout = RunLayout(location(run_dir))
+    return (trial_id, search.trial_spec(config, name=trial_id), RunLayout(location(run_dir)),
+            Trial(trial_label(trial_id, hparams), dict(hparams)))
+
+
+def run_trial(config: dict, search: Search = None, data: dict = None, run_dir: str = None) -> None:
+    """One Tune trial: a Ray Train run of the trial's spec, reporting each epoch to Tune."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id, spec, layout, trial = this_trial(config, search, run_dir)
     trainer = make_trainer(
         spec, data["task"], data["ref"], storage_path=layout.trials, name=trial_id,
-        tensorboard_dir=for_worker(layout.tensorboard_run(label)), trial=Trial(label, dict(hparams)),
+        tensorboard_dir=for_worker(layout.tensorboard_run(trial.label)), trial=trial,
         callbacks=[TuneReportCallback()])
     trainer.fit()
 
