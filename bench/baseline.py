@@ -9,6 +9,15 @@ last 10k to validate), same model (ModelSpec defaults), same optimizer (Adam
 1e-3), same global batch. Epoch time is measured exactly as the orchestrator's
 ``ReportToRayTrain`` does: ``on_epoch_begin`` -> ``on_epoch_end``, validation
 included. Run by ``bench.run`` in its own subprocess.
+
+``bench.gap`` also runs it with parts of what a worker adds, to tell where the
+gap between (b) and (a') goes:
+
+    --input orchestrator      the worker's tf.data pipeline (raw arrays, shuffled positions,
+                              preprocessed per batch) and thread pools sized to the CPUs
+    --callbacks orchestrator  the worker's callbacks: LR schedule, EarlyStopping, best-weights
+                              ModelCheckpoint, TensorBoard with histograms and graph
+    --in-ray                  the fit in a task of a local Ray (with its dashboard), as a worker runs
 """
 
 from __future__ import annotations
@@ -32,12 +41,28 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=None)
     parser.add_argument("--task", default="mnist_mlp", help="the task whose model and data are timed")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--input", choices=["arrays", "orchestrator"], default="arrays")
+    parser.add_argument("--callbacks", choices=["timer", "orchestrator"], default="timer")
+    parser.add_argument("--in-ray", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         sys.exit("bench.baseline needs TF_USE_LEGACY_KERAS=1 (tf-keras, as the orchestrator's workers)")
+    if args.in_ray:
+        import ray
 
-    import numpy as np
+        cpus = os.cpu_count()
+        ray.init(num_cpus=cpus, include_dashboard=True, configure_logging=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}})
+        result = ray.get(ray.remote(num_cpus=cpus)(fit).remote(args))
+        ray.shutdown()
+    else:
+        result = fit(args)
+    with open(args.out, "w") as f:
+        json.dump({"process_started_at": STARTED_AT, **result}, f, indent=1)
+
+
+def fit(args) -> dict:
     import tensorflow as tf
 
     from orchestrator.spec import build_spec
@@ -52,7 +77,18 @@ def main(argv=None) -> None:
     def prepared(x):
         return task.task.preprocess(tf.constant(x)).numpy() if task.task.preprocess else x
 
-    x_train, x_val = prepared(splits.x_train), prepared(splits.x_val)
+    if args.input == "orchestrator":
+        from orchestrator.worker.datasets import split_datasets
+        from orchestrator.worker.loop import _limit_threads
+
+        _limit_threads(os.cpu_count())
+        train, validation, steps = split_datasets(tf.distribute.get_strategy(), task.task, task.params, splits,
+                                                  args.global_batch, args.seed)
+        fit_data = {"x": train, "validation_data": validation, "steps_per_epoch": steps}
+    else:
+        fit_data = {"x": prepared(splits.x_train), "y": splits.y_train, "batch_size": args.global_batch,
+                    "shuffle": True, "validation_data": (prepared(splits.x_val), splits.y_val)}
+    examples = len(splits.y_train)
 
     tf.keras.utils.set_random_seed(args.seed)
     model = task.task.build_model(task.params)
@@ -61,6 +97,7 @@ def main(argv=None) -> None:
                   steps_per_execution=args.steps_per_execution)
 
     history: list[dict] = []
+    callbacks = orchestrator_callbacks(defaults) if args.callbacks == "orchestrator" else []
 
     class EpochTimer(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -69,18 +106,36 @@ def main(argv=None) -> None:
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._t0
             history.append({"epoch": epoch + 1, "started_at": self._wall, "epoch_seconds": seconds,
-                            "samples_per_second": len(x_train) / seconds,
+                            "samples_per_second": examples / seconds,
                             **{k: float(v) for k, v in (logs or {}).items()}})
 
-    model.fit(x_train, splits.y_train, batch_size=args.global_batch, epochs=args.epochs,
-              validation_data=(x_val, splits.y_val), shuffle=True, verbose=2, callbacks=[EpochTimer()])
+    # The timer comes last, as the worker's report does: the epoch includes the other callbacks' work.
+    model.fit(**fit_data, epochs=args.epochs, verbose=2, callbacks=[*callbacks, EpochTimer()])
     test_loss, test_accuracy = model.evaluate(prepared(splits.x_test), splits.y_test,
                                               batch_size=args.global_batch, verbose=0)
-    with open(args.out, "w") as f:
-        json.dump({"process_started_at": STARTED_AT, "history": history, "train_examples": len(x_train),
-                   "test_accuracy": float(test_accuracy), "threads": {
-                       "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}, f, indent=1)
+    return {"history": history, "train_examples": examples, "test_accuracy": float(test_accuracy),
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
+
+
+def orchestrator_callbacks(spec) -> list:
+    """The callbacks a run's chief worker adds to ``fit`` (``orchestrator.worker.loop``), bar its report."""
+    import tempfile
+
+    from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
+    from orchestrator.worker.callbacks.lr_schedule import ScheduledLearningRate
+    from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
+    import tensorflow as tf
+
+    staging = tempfile.mkdtemp(prefix="bench-baseline-")
+    return [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate),
+            ResumableEarlyStopping(monitor=spec.early_stopping.monitor, patience=spec.early_stopping.patience,
+                                   min_delta=spec.early_stopping.min_delta),
+            tf.keras.callbacks.ModelCheckpoint(os.path.join(staging, "best.weights.h5"),
+                                               monitor=spec.checkpoint.monitor, mode=spec.checkpoint.mode,
+                                               save_best_only=True, save_weights_only=True),
+            *chief_tensorboard(os.path.join(staging, "tensorboard"), spec.tensorboard.histogram_freq,
+                               spec.tensorboard.write_graph)]
 
 
 if __name__ == "__main__":
