@@ -7,7 +7,7 @@ every global batch into per-replica parts, so each example is seen by exactly
 one replica per epoch and every worker runs the same number of steps. All
 workers shuffle with the same seed, so their parts partition one permutation.
 What is shuffled is the examples' positions (cheaper to move than the examples,
-as Keras does for arrays), a whole pass at once; each batch then gathers its rows and applies the
+as Keras does for arrays); each batch then gathers its rows and applies the
 task's ``preprocess`` (e.g. uint8 pixels to floats), so the object store and
 the shuffle carry the compact raw arrays.
 
@@ -33,37 +33,20 @@ from orchestrator.tasks import Task
 
 def batched_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, shuffle_seed: Optional[int] = None,
                     preprocess: Optional[Callable] = None) -> tf.data.Dataset:
-    """Optionally reshuffled each pass, batched by the global batch, preprocessed per batch, sharded by data.
-
-    Each pass draws one permutation of all positions at once and cuts it into
-    batches, as Keras does for arrays: the pipeline handles batches, not single
-    examples, which a shuffle buffer of every position made it do (README,
-    Benchmark). The permutations are the same in every worker and every run of
-    a seed: ``Dataset.random`` draws the seed of each pass.
-    """
+    """Optionally reshuffled each epoch, batched by the global batch, preprocessed per batch, sharded by data."""
     features, labels = tf.constant(x), tf.constant(y)
-    examples = len(y)
 
     def gather(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batch = tf.gather(features, positions)
         return (preprocess(batch) if preprocess else batch), tf.gather(labels, positions)
 
-    def batches(order: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.range(0, examples, global_batch).map(lambda start: order[start:start + global_batch])
-
-    if shuffle_seed is None:
-        positions = batches(tf.range(examples, dtype=tf.int64))
-    else:
-        def permutation(seed: tf.Tensor) -> tf.Tensor:
-            return tf.random.experimental.stateless_shuffle(tf.range(examples, dtype=tf.int64),
-                                                            seed=tf.stack([seed, tf.constant(0, tf.int64)]))
-
-        positions = (tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1)
-                     .map(permutation).flat_map(batches)
-                     .apply(tf.data.experimental.assert_cardinality(-(-examples // global_batch))))
+    ds = tf.data.Dataset.range(len(y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return positions.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return (ds.batch(global_batch).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE).with_options(options))
 
 
 def input_fn_dataset(strategy: tf.distribute.Strategy, task: Task, params: Any, split: str,
@@ -76,20 +59,13 @@ def input_fn_dataset(strategy: tf.distribute.Strategy, task: Task, params: Any, 
 
 
 def split_datasets(strategy: tf.distribute.Strategy, task: Task, params: Any, arrays, global_batch: int,
-                   seed: int) -> tuple[Any, Any, Optional[int]]:
-    """(train, validation, train steps per epoch) for ``model.fit``, by the task's data path.
-
-    The arrays' train pipeline repeats, so ``fit`` keeps one iterator for the
-    whole run instead of starting the pipeline anew each epoch, as Keras does
-    with arrays (README, Benchmark); its steps per epoch are one pass. An input
-    function's steps are the pre-flight check's count (``None`` here).
-    """
+                   seed: int) -> tuple[Any, Any]:
+    """(train, validation) inputs for ``model.fit``, by the task's data path."""
     if task.per_worker_input:
         return (input_fn_dataset(strategy, task, params, "train", global_batch),
-                input_fn_dataset(strategy, task, params, "validation", global_batch), None)
-    train = batched_dataset(arrays.x_train, arrays.y_train, global_batch, seed, task.preprocess)
-    return (train.repeat(), batched_dataset(arrays.x_val, arrays.y_val, global_batch, preprocess=task.preprocess),
-            int(train.cardinality()))
+                input_fn_dataset(strategy, task, params, "validation", global_batch))
+    return (batched_dataset(arrays.x_train, arrays.y_train, global_batch, seed, task.preprocess),
+            batched_dataset(arrays.x_val, arrays.y_val, global_batch, preprocess=task.preprocess))
 
 
 def test_dataset(task: Task, params: Any, arrays, batch: int) -> tf.data.Dataset:
