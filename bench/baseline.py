@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     else:
         result = fit(args)
     with open(args.out, "w") as f:
-        json.dump({"process_started_at": STARTED_AT, **result}, f, indent=1)
+        json.dump({"process_started_at": STARTED_AT, "process_pid": os.getpid(), **result}, f, indent=1)
 
 
 def fit(args) -> dict:
@@ -113,7 +113,8 @@ def fit(args) -> dict:
     model.fit(**fit_data, epochs=args.epochs, verbose=2, callbacks=[*callbacks, EpochTimer()])
     test_loss, test_accuracy = model.evaluate(prepared(splits.x_test), splits.y_test,
                                               batch_size=args.global_batch, verbose=0)
-    return {"history": history, "train_examples": examples, "test_accuracy": float(test_accuracy),
+    return {"history": history, "train_examples": examples, "fit_pid": os.getpid(),
+            "callbacks": [type(c).__name__ for c in callbacks], "test_accuracy": float(test_accuracy),
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
 

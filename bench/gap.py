@@ -2,6 +2,7 @@
 
     python -m bench.gap                    # 3 interleaved repetitions of 5 runs, 6 epochs each
     python -m bench.gap --repeat 5 --epochs 8
+    python -m bench.gap --quick            # smoke run: 10k examples, 2 epochs, 1 repetition (not comparable)
 
 (a') is plain tf-keras ``fit`` on pre-scaled arrays with the orchestrator's
 ``steps_per_execution``; (b) is ``orchestrator train`` with 1 worker. Between
@@ -45,11 +46,16 @@ def run_baseline(label: str, extra: list[str], args, env, dirs, spe: int) -> dic
     out = dirs["runs"] / f"{label}.json"
     cmd = [sys.executable, "-m", "bench.baseline", "--epochs", str(args.epochs), "--global-batch",
            str(args.global_batch), "--steps-per-execution", str(spe), "--out", str(out), *extra]
+    if args.train_examples:
+        cmd += ["--train-examples", str(args.train_examples)]
+    if args.data:
+        cmd += ["--data", args.data]
     proc = run_logged(label, cmd, {**env, "TF_USE_LEGACY_KERAS": "1"}, dirs["logs"], args.timeout)
     if proc["rc"] != 0:
         return {"error": proc["status"], "process": proc}
     data = json.loads(out.read_text())
-    return {"process": proc, **epoch_figures(data["history"], data["train_examples"])}
+    return {"process": proc, "fit_in_another_process": data["fit_pid"] != data["process_pid"],
+            "callbacks": data.get("callbacks"), **epoch_figures(data["history"], data["train_examples"])}
 
 
 def repetition(args, env, dirs, cores: int, spe: int) -> dict:
@@ -57,8 +63,7 @@ def repetition(args, env, dirs, cores: int, spe: int) -> dict:
     for name, label, extra in STEPS:
         figures[name] = run_baseline(label, extra, args, env, dirs, spe)
     train_args = argparse.Namespace(**{**vars(args), "cpus_per_worker": None, "gpus_per_worker": 0,
-                                       "steps_per_execution": spe, "train_examples": None,
-                                       "validation_examples": None, "data": None})
+                                       "steps_per_execution": spe, "validation_examples": None})
     figures["b"] = section_train("gap_b", 1, train_args, env, dirs, cores)
     return figures
 
@@ -89,12 +94,18 @@ def _fmt(s: dict, digits: int = 2, suffix: str = "") -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gap", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved (default 3)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of every run (default 6)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 10k train examples, 2 epochs, 1 repetition")
+    p.add_argument("--repeat", type=int, help="repetitions, interleaved (default 3; quick 1)")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default 6; quick 2)")
+    p.add_argument("--train-examples", type=int, help="training examples (default 50000; quick 10000)")
+    p.add_argument("--data", help="mnist.npz (default: the Keras cache)")
     p.add_argument("--global-batch", type=int, default=128)
     p.add_argument("--timeout", type=float, default=600, help="limit per subprocess, seconds")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "gap.json"))
     args = p.parse_args(argv)
+    for name, full, small in (("repeat", 3, 1), ("epochs", 6, 2), ("train_examples", None, 10000)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if args.quick else full)
     out_path = Path(args.out).resolve()
     dirs = {"logs": out_path.parent / "logs", "runs": out_path.parent / "runs-gap"}
     shutil.rmtree(dirs["runs"], ignore_errors=True)

@@ -49,11 +49,6 @@ RAY_ENV_VARS = {
     # a worker's next report blocks until its last one was collected: short epochs would
     # each wait for the poll (README, Benchmark). Train passes it on to its controller.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-    # Tune snapshots a search's state (trial statuses, result rows, the searcher) to its
-    # storage every 10 s or more by default ("auto"). A driver killed in between resumes
-    # from the older snapshot, which does not know of the trials finished since. A search's
-    # snapshot is a few KB, and its copy to storage runs in the background.
-    "TUNE_GLOBAL_CHECKPOINT_S": "2",
 }
 
 # A reused Tune actor (the search's fast path) is handed to the next trial only once

@@ -1,8 +1,10 @@
-"""``python -m bench.run --quick`` still runs: the smoke run of the benchmark, so it cannot rot.
+"""The benchmarks' smoke runs still run, so they cannot rot.
 
-Sections (a) and (e) only, one repetition: (e) runs the search on both trial paths
-((e0) Ray Train per trial, (e) the fast path) end to end. (b)-(d) are the
-``orchestrator train`` runs other tests cover, (f) needs KerasTuner (``.[bench]``).
+``python -m bench.run --quick``: sections (a) and (e) only, one repetition: (e)
+runs the search on both trial paths ((e0) Ray Train per trial, (e) the fast
+path) end to end. (b)-(d) are the ``orchestrator train`` runs other tests
+cover, (f) needs KerasTuner (``.[bench]``). ``python -m bench.gap --quick``:
+its five runs, each adding one part of a worker to plain ``fit``.
 """
 
 from __future__ import annotations
@@ -37,3 +39,20 @@ def test_quick_bench_runs_both_search_paths_and_reports_median_ranges(tmp_path, 
     wall = table["(e) search, fast path: wall s, ratio vs (e0)"]
     assert wall["value"] > 0 and wall["ratio"] == wall["value"] / sections["e0"]["wall_s"]
     assert "(e0) search, Ray Train per trial: wall s" in done.stdout
+
+
+def test_quick_gap_bench_adds_one_part_of_a_worker_at_a_time(tmp_path, mnist_path):
+    out = tmp_path / "gap.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(Path("/tmp") / f"bench-test-{os.getpid()}")
+    done = subprocess.run([sys.executable, "-m", "bench.gap", "--quick", "--data", str(mnist_path), "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    [runs] = report["repetitions"]
+    assert list(runs) == ["a'", "+input", "+callbacks", "+ray", "b"]
+    assert runs["+ray"]["fit_in_another_process"] and not runs["+callbacks"]["fit_in_another_process"]
+    assert not runs["+input"]["callbacks"] and {"ModelCheckpoint", "EpochTensorBoard"} <= set(runs["+callbacks"]["callbacks"])
+    assert all(r["epochs"] == 2 and r["steady_epoch_s"] > 0 for r in runs.values()), runs
+    rows = {row["run"]: row for row in report["table"]}
+    assert rows["b"]["vs_a_spe"]["median"] == runs["b"]["steady_epoch_s"] / runs["a'"]["steady_epoch_s"]
