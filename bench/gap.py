@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.run import (ROOT, base_env, epoch_figures, load_average, machine_info, median, ratio, run_logged,
+from bench.run import (ROOT, base_env, epoch_figures, load_average, machine_info, median, ratio, run_baseline,
                        section_train, spec_steps_per_execution, versions)
 
 # (name, log label, bench.baseline flags)
@@ -42,18 +42,10 @@ STEPS = [("a'", "gap_a_spe", []), ("+input", "gap_input", ["--input", "orchestra
          ("+ray", "gap_ray", ["--input", "orchestrator", "--callbacks", "orchestrator", "--in-ray"])]
 
 
-def run_baseline(label: str, extra: list[str], args, env, dirs, spe: int) -> dict:
-    out = dirs["runs"] / f"{label}.json"
-    cmd = [sys.executable, "-m", "bench.baseline", "--epochs", str(args.epochs), "--global-batch",
-           str(args.global_batch), "--steps-per-execution", str(spe), "--out", str(out), *extra]
-    if args.train_examples:
-        cmd += ["--train-examples", str(args.train_examples)]
-    if args.data:
-        cmd += ["--data", args.data]
-    proc = run_logged(label, cmd, {**env, "TF_USE_LEGACY_KERAS": "1"}, dirs["logs"], args.timeout)
-    if proc["rc"] != 0:
+def step(label: str, extra: list[str], args, env, dirs, spe: int) -> dict:
+    proc, data = run_baseline(label, args, env, dirs, spe, tuple(extra))
+    if data is None:
         return {"error": proc["status"], "process": proc}
-    data = json.loads(out.read_text())
     return {"process": proc, "fit_in_another_process": data["fit_pid"] != data["process_pid"],
             "callbacks": data.get("callbacks"), **epoch_figures(data["history"], data["train_examples"])}
 
@@ -61,7 +53,7 @@ def run_baseline(label: str, extra: list[str], args, env, dirs, spe: int) -> dic
 def repetition(args, env, dirs, cores: int, spe: int) -> dict:
     figures = {}
     for name, label, extra in STEPS:
-        figures[name] = run_baseline(label, extra, args, env, dirs, spe)
+        figures[name] = step(label, extra, args, env, dirs, spe)
     train_args = argparse.Namespace(**{**vars(args), "cpus_per_worker": None, "gpus_per_worker": 0,
                                        "steps_per_execution": spe, "validation_examples": None})
     figures["b"] = section_train("gap_b", 1, train_args, env, dirs, cores)

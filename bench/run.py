@@ -261,20 +261,26 @@ def spec_steps_per_execution() -> int:
     return TrainingSpec().steps_per_execution
 
 
-def section_a(args, env, dirs, steps_per_execution: int = 1) -> dict:
-    label = "a_baseline" if steps_per_execution == 1 else f"a_baseline_spe{steps_per_execution}"
+def run_baseline(label: str, args, env, dirs, steps_per_execution: int,
+                 extra: tuple = ()) -> tuple[dict, Optional[dict]]:
+    """``bench.baseline`` in its own process: its record, and its JSON (None when it failed)."""
     out = dirs["runs"] / f"{label}.json"
     cmd = [sys.executable, "-m", "bench.baseline", "--epochs", str(args.epochs),
            "--global-batch", str(args.global_batch), "--steps-per-execution", str(steps_per_execution),
-           "--out", str(out)]
+           "--out", str(out), *extra]
     if args.train_examples:
         cmd += ["--train-examples", str(args.train_examples)]
     if args.data:
         cmd += ["--data", args.data]
     proc = run_logged(label, cmd, {**env, "TF_USE_LEGACY_KERAS": "1"}, dirs["logs"], args.timeout)
-    if proc["rc"] != 0:
+    return proc, (json.loads(out.read_text()) if proc["rc"] == 0 else None)
+
+
+def section_a(args, env, dirs, steps_per_execution: int = 1) -> dict:
+    label = "a_baseline" if steps_per_execution == 1 else f"a_baseline_spe{steps_per_execution}"
+    proc, data = run_baseline(label, args, env, dirs, steps_per_execution)
+    if data is None:
         return {"error": proc["status"], "process": proc}
-    data = json.loads(out.read_text())
     history = data["history"]
     return {"process": proc, "steps_per_execution": steps_per_execution,
             "threads": data["threads"], "test_accuracy": data["test_accuracy"],
