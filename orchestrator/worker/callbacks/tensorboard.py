@@ -20,8 +20,8 @@ class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
     The conceptual (Keras model) graph is written at train begin as usual.
 
     The weight histograms are Keras's (same tags, same data), written by one
-    traced function instead of an eager op per weight: a third of their time
-    at the end of every epoch (README, Benchmark).
+    traced function instead of an eager op per weight, in about a third of
+    the time Keras's take at the end of every epoch (README, Benchmark).
     """
 
     def __init__(self, *args, **kwargs):
