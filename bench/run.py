@@ -49,6 +49,8 @@ and global batch (128), each in its own subprocess:
     slot, plus from Tune starting the member again (in a reused actor, from the
     donor's checkpoint) to its next epoch begun; its wait for a turn in between
     (another member training in the slot) is not counted.
+(q) the same with PB2 (``jobs/configs/pb2_mnist.yaml``: a Gaussian process picks a
+    copy's LR): the same figures, compared with (e) and (p) of the same repetition.
 (m) memory: a search of 1-epoch trials, 17 per slot on the fast path: each trial
     actor's resident memory after its 16th trial over after its 2nd (first repetition only).
 (f) time from command start until some trial ends an epoch with validation
@@ -94,7 +96,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "out" / "latest.json"
 TUNE_CONFIG = ROOT / "jobs" / "configs" / "tune_mnist.yaml"
 PBT_CONFIG = ROOT / "jobs" / "configs" / "pbt_mnist.yaml"
-SECTIONS = ("a", "b", "c", "e", "p", "f", "m")  # (d) comes from (b) and (c)
+PB2_CONFIG = ROOT / "jobs" / "configs" / "pb2_mnist.yaml"
+SECTIONS = ("a", "b", "c", "e", "p", "q", "f", "m")  # (d) comes from (b) and (c)
 
 TARGETS = {
     "b_epoch_ratio": 1.10,       # (b) steady epoch time <= 1.10 x (a') (plain fit, same steps_per_execution)
@@ -463,9 +466,9 @@ def section_e(args, env, dirs, cores: int, config_path: Path, label: str = "e_se
     }
 
 
-def pbt_config(args, dirs) -> Path:
-    """jobs/configs/pbt_mnist.yaml with the benchmark's data, batch and epochs."""
-    config = yaml.safe_load(PBT_CONFIG.read_text())
+def pbt_config(args, dirs, source: Path = PBT_CONFIG) -> Path:
+    """jobs/configs/pbt_mnist.yaml (or ``source``) with the benchmark's data, batch and epochs."""
+    config = yaml.safe_load(source.read_text())
     config["data"] = {**(config.get("data") or {}), **_data_config(args)}
     config["task"] = _task_config(args)
     config["training"] = {**config["training"], "epochs": args.search_epochs, "batch_size_per_worker": args.global_batch}
@@ -474,7 +477,7 @@ def pbt_config(args, dirs) -> Path:
     config["search"]["samples"] = min(config["search"]["samples"], max(2, args.trials))  # quick: a population of 2
     config["search"]["pbt"]["perturbation_interval"] = min(config["search"]["pbt"]["perturbation_interval"],
                                                            max(1, args.search_epochs - 1))
-    path = dirs["runs"] / "pbt.yaml"
+    path = dirs["runs"] / source.name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -521,12 +524,12 @@ def exploit_costs(summary: dict, trials: dict[str, list[dict]], run_dir: Path) -
     return costs
 
 
-def section_p(args, env, dirs) -> dict:
-    """(p) a PBT search: time to the target, best test accuracy, exploit cost."""
-    name = "bench-p_pbt"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(pbt_config(args, dirs)),
+def section_p(args, env, dirs, source: Path = PBT_CONFIG, label: str = "p_pbt") -> dict:
+    """(p) a PBT search, or (q) a PB2 one: time to the target, best test accuracy, exploit cost."""
+    name = f"bench-{label}"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", "--config", str(pbt_config(args, dirs, source)),
            "--storage", str(dirs["runs"]), "--name", name, "--overwrite"]
-    proc = run_logged("p_pbt", cmd, env, dirs["logs"], args.timeout)
+    proc = run_logged(label, cmd, env, dirs["logs"], args.timeout)
     run_dir = dirs["runs"] / name
     if proc["rc"] != 0 or not (run_dir / "summary.json").exists():
         return {"error": proc["status"], "process": proc}
@@ -681,6 +684,16 @@ def build_rows(sections: dict, config: dict) -> list[dict]:
             "<= 1.0 s", lambda x: x <= TARGETS["p_exploit_s"])
     elif p:
         row(f"(p) PBT: {p.get('error')}", None)
+    q = sections.get("q") or {}
+    if q and "error" not in q:
+        ours = e.get("time_to_target_s") if e and "error" not in e else None
+        row(f"(q) PB2: s to val acc >= {config['target'] * 100:.1f}%, ratio vs (e)", q.get("time_to_target_s"), ours)
+        pbt = p.get("time_to_target_s") if p and "error" not in p else None
+        row("(q) PB2: s to the target, ratio vs (p) PBT", q.get("time_to_target_s"), pbt)
+        row("(q) PB2: best member's test accuracy", q.get("best_test_accuracy"), digits=4)
+        row("(q) PB2: exploit cost s (median over its copies)", q.get("exploit_median_s"))
+    elif q:
+        row(f"(q) PB2: {q.get('error')}", None)
     if f and "error" not in f:
         theirs = f.get("time_to_target_s")
         row(f"(f) KerasTuner Hyperband: s to val acc >= {config['target'] * 100:.1f}%", theirs)
@@ -815,7 +828,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS) - {"d"}
     if unknown:
-        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: a,b,c,e,p,f,m ((d) comes from b and c)")
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; valid: {','.join(SECTIONS)} ((d) comes from b and c)")
     return args
 
 
@@ -883,6 +896,8 @@ def run_repetition(args, env, dirs, machine, first: bool = True) -> dict:
             sections["f"] = section_f(args, env, dirs, config_path)
     if "p" in args.only:
         sections["p"] = section_p(args, env, dirs)
+    if "q" in args.only:
+        sections["q"] = section_p(args, env, dirs, PB2_CONFIG, label="q_pb2")
     if "m" in args.only and first:
         sections["m"] = section_m(args, env, dirs, machine["cores"])
     return sections

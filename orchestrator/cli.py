@@ -239,8 +239,8 @@ def tune(config_path: Optional[str], address: Optional[str], resume: bool, overw
          **flags: Any) -> None:
     """Search LR schedules, base LR and patience with Ray Tune; writes <storage>/<name>/summary.json.
 
-    With --algorithm pbt, a population trains side by side and the winner's LR of
-    every epoch is written as best_schedule.yaml, a config for `orchestrator train`.
+    With --algorithm pbt (or pb2), a population trains side by side and the winner's
+    LR of every epoch is written as best_schedule.yaml, a config for `orchestrator train`.
 
     \b
     Examples:

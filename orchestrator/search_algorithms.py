@@ -8,6 +8,7 @@ here plus its test; the spec, ``--algorithm`` and ``--help`` follow::
 
     $ orchestrator tune --config jobs/configs/tune_mnist.yaml --algorithm optuna
     $ orchestrator tune --config jobs/configs/pbt_mnist.yaml      # search.algorithm: pbt
+    $ orchestrator tune --config jobs/configs/pb2_mnist.yaml      # search.algorithm: pb2
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Algorithm:
         enumerates_grids: ``{grid: [...]}`` domains are run in full (a sampler cannot).
         population: members copy each other's training state (PBT): each trial hands
             its checkpoints to Tune, and its summary row is its lineage.
+        requires: ``(module, pip package)`` the algorithm imports: found before Ray
+            starts (not imported then), so a missing one is one line, exit 2.
     """
 
     help: str
@@ -43,6 +46,7 @@ class Algorithm:
     limits_concurrency: bool = False
     enumerates_grids: bool = True
     population: bool = False
+    requires: Optional[tuple[str, str]] = None
 
 
 def _variants(search: "Search", max_concurrent: Optional[int]):
@@ -65,11 +69,6 @@ def _members(search: "Search", max_concurrent: Optional[int]):
 
 
 def _optuna(search: "Search", max_concurrent: Optional[int]):
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise UserError("search.algorithm: optuna needs `pip install optuna` "
-                        "(or `pip install -e '.[optuna]'`)") from None
     from ray.tune.search import create_searcher
 
     return create_searcher("optuna", seed=search.base.seed)
@@ -81,19 +80,39 @@ def _pbt(search: "Search", max_concurrent: Optional[int]):
     return pbt_scheduler(search, max_concurrent)
 
 
+def _pb2(search: "Search", max_concurrent: Optional[int]):
+    from orchestrator.engine.pbt import pb2_scheduler
+
+    return pb2_scheduler(search, max_concurrent)
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     "random": Algorithm("random draws (and every grid point) of search.space", _variants,
                         limits_concurrency=True),
     "optuna": Algorithm("Optuna's TPE sampler (pip install optuna), no grid domains", _optuna,
-                        enumerates_grids=False),
+                        enumerates_grids=False, requires=("optuna", "optuna")),
     "pbt": Algorithm("Population Based Training (search.pbt): members copy the best and perturb its LR",
                      _members, scheduler=_pbt, limits_concurrency=True, population=True),
+    "pb2": Algorithm("Population Based Bandits (search.pbt; pip install scikit-learn): as pbt, but a "
+                     "Gaussian process picks the copying member's new LR within its bounds",
+                     _members, scheduler=_pb2, limits_concurrency=True, population=True,
+                     requires=("sklearn", "scikit-learn")),
 }
 
 
 def algorithm(name: str) -> Algorithm:
     """The entry for ``name`` (the spec has checked it exists)."""
     return ALGORITHMS[name]
+
+
+def check_installed(name: str) -> None:
+    """UserError (one line) when the algorithm's library is missing; imports nothing."""
+    import importlib.util
+
+    needed = ALGORITHMS[name].requires
+    if needed and importlib.util.find_spec(needed[0]) is None:
+        raise UserError(f"search.algorithm: {name} needs `pip install {needed[1]}` "
+                        f"(or `pip install -e '.[{name}]'`)")
 
 
 def asha(search: "Search"):

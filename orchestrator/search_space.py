@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import UserError
 from orchestrator.schedules import SCHEDULES
-from orchestrator.search_algorithms import ALGORITHMS
+from orchestrator.search_algorithms import ALGORITHMS, check_installed
 from orchestrator.spec import ExperimentSpec, build_spec, format_validation_error, set_path
 
 DOMAIN_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
@@ -123,6 +123,13 @@ class PbtSpec(BaseModel):
     cost of slots standing idle while the slowest member catches up. Without it
     (the default), a member compares itself with the others' latest scores when
     it reaches the point.
+
+    With ``algorithm: pb2`` (Ray Tune's Population Based Bandits) the same
+    settings hold but for the perturbation: a Gaussian process, fitted to how
+    much each member improved between perturbation points with the values it
+    had, picks the copying member's new values within each ``mutate``
+    parameter's bounds (a range's, or a numeric choice's smallest and largest
+    value); ``resample_probability`` and ``perturbation_factors`` are not used.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -216,6 +223,7 @@ class Search:
                 self.fields[key] = parse_value(value, key)
         self._check_against_spec()
         self._check_pbt()
+        check_installed(search.algorithm)
         if not ALGORITHMS[search.algorithm].enumerates_grids and any(
                 isinstance(v, Domain) and v.kind == "grid" for v in self._all_values()):
             raise UserError(f"search.space: grid domains need `algorithm: random` ({search.algorithm} samples, "
@@ -227,13 +235,19 @@ class Search:
         s = self.search
         if not ALGORITHMS[s.algorithm].population:
             if "pbt" in s.model_fields_set:
-                raise UserError("search.pbt: only used with `algorithm: pbt`")
+                raise UserError("search.pbt: only used with `algorithm: pbt` or `pb2`")
             return
+        name = s.algorithm.upper()
         if self.population() < 2:
-            raise UserError(f"search.samples: PBT needs a population of at least 2, got {self.population()}")
+            raise UserError(f"search.samples: {name} needs a population of at least 2, got {self.population()}")
         if "asha" in s.model_fields_set and s.asha.enabled:
-            raise UserError("search.asha: PBT cannot be combined with ASHA (PBT's scheduler replaces it); "
+            raise UserError(f"search.asha: {name} cannot be combined with ASHA ({name}'s scheduler replaces it); "
                             "remove `asha:` from the config")
+        if s.algorithm == "pb2":
+            unused = [f for f in ("resample_probability", "perturbation_factors") if f in s.pbt.model_fields_set]
+            if unused:
+                raise UserError(f"search.pbt.{unused[0]}: not used by pb2 (its Gaussian process picks the new "
+                                "values within each mutated parameter's bounds); remove it, or use `algorithm: pbt`")
         epochs = self.base.training.epochs
         if s.pbt.perturbation_interval >= epochs:
             raise UserError(f"search.pbt.perturbation_interval: {s.pbt.perturbation_interval} epochs leaves no "
@@ -248,6 +262,9 @@ class Search:
                                 f"searched: {', '.join(k for k, v in self.fields.items() if isinstance(v, Domain)) or 'none'}")
             if value.kind != "choice" and not all(isinstance(a, (int, float)) for a in value.args):
                 raise UserError(f"search.pbt.mutate: {key!r} must be numeric or a choice to be mutated")
+            if s.algorithm == "pb2" and not _numeric(value.args):
+                raise UserError(f"search.pbt.mutate: pb2 explores numbers within bounds; {key!r} is a choice of "
+                                f"{value.args}: use `algorithm: pbt`, or leave it out of `mutate`")
 
     def population(self, samples: Optional[int] = None) -> int:
         """How many trials the search runs: samples x every grid's size."""
@@ -279,17 +296,27 @@ class Search:
                 out[key] = domain.to_tune()
         return out
 
-    def clamp_mutations(self, config: dict) -> dict:
-        """Keep multiplied values inside a range's bounds (PBT's ``custom_explore_fn``).
+    def pb2_bounds(self) -> dict[str, list]:
+        """PB2's ``hyperparam_bounds``: each mutated parameter's [low, high].
 
-        A choice or grid of numbers names starting points, not bounds: not clamped.
+        A range's bounds; for a choice or grid of numbers, its smallest and
+        largest (PB2 explores between them, where PBT would resample the list).
         """
-        for key in self.mutated():
-            domain = self.fields[key]
+        return {key: [min(self.fields[key].args), max(self.fields[key].args)] for key in self.mutated()}
+
+    def clamp_mutations(self, config: dict) -> dict:
+        """Keep new values inside their bounds (PBT's and PB2's ``custom_explore_fn``).
+
+        PBT: a range's bounds; a choice or grid of numbers names starting points,
+        not bounds, and is not clamped. PB2: the bounds it explores
+        (``pb2_bounds``); its values come as float32, which can lie a hair outside.
+        """
+        bounds = self.pb2_bounds() if self.search.algorithm == "pb2" else {
+            key: self.fields[key].args for key in self.mutated()
+            if self.fields[key].kind in ("uniform", "loguniform", "randint")}
+        for key, (low, high) in bounds.items():
             value = config.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and domain.kind in ("uniform", "loguniform", "randint"):
-                low, high = domain.args
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 config[key] = type(value)(min(max(value, low), high))
         return config
 
@@ -393,6 +420,10 @@ class Resample:
         import random
 
         return random.choice(self.values)
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _plain(value: Any) -> Any:

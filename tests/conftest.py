@@ -142,17 +142,18 @@ def search_config(space: dict, *, epochs: int, batch_size: int = 64, train_examp
     }
 
 
-def pbt_search_config(epochs: int, interval: int = 2) -> dict:
-    """A PBT population of 2 (a good and a far too large LR), perturbed every ``interval`` epochs.
+def pbt_search_config(epochs: int, interval: int = 2, algorithm: str = "pbt") -> dict:
+    """A PBT (or PB2) population of 2 (a good and a far too large LR), perturbed every ``interval`` epochs.
 
     Synchronous: on this small subset an epoch is shorter than the gap
     between the two members' starts, and a member that runs ahead finds no score
     of the other to compare with at its perturbation points."""
+    pbt = {"perturbation_interval": interval, "quantile": 0.5, "synch": True}
+    if algorithm == "pbt":
+        pbt["resample_probability"] = 0.0
     return search_config({"optimizer.learning_rate": {"grid": [0.002, 0.3]}}, epochs=epochs,
                          tensorboard={"histogram_freq": 0, "write_graph": False},
-                         extra={"lr_schedule": {"name": "constant"}}, algorithm="pbt",
-                         pbt={"perturbation_interval": interval, "quantile": 0.5, "resample_probability": 0.0,
-                              "synch": True})
+                         extra={"lr_schedule": {"name": "constant"}}, algorithm=algorithm, pbt=pbt)
 
 
 @pytest.fixture

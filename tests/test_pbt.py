@@ -140,6 +140,49 @@ def test_best_schedule_replays_the_winners_lr_of_every_epoch_exactly(pbt_search,
     assert [h["learning_rate"] for h in result["history"]] == recorded
 
 
+# ------------------------------------------------------------- PB2
+# The same population (LR 0.002 and 0.3) under Ray Tune's PB2, perturbed after
+# every epoch (points 1, 2 and 3 of 4). At the first, the donor has no two records
+# with one LR, so there is nothing to fit and the copy keeps the donor's LR (PBT
+# would multiply it by 0.8 or 1.2). Later, PB2's Gaussian process picks the LR
+# within the bounds [0.002, 0.3].
+
+def test_pb2_copies_the_donors_lr_first_then_picks_one_within_the_bounds(local_ray, tmp_path, mnist_path):
+    from orchestrator.engine.tune import run_search
+    from orchestrator.search_space import load_search
+    from orchestrator.spec import set_path
+
+    epochs = 4
+    search = load_search(set_path(pbt_search_config(epochs, interval=1, algorithm="pb2"),
+                                  "task.path", str(mnist_path)))
+    summary = run_search(search, name="pb2", storage=str(tmp_path))
+    assert summary["algorithm"] == "pb2" and summary["trials"] == 2
+    rows = {r["trial_id"]: r for r in summary["results"]}
+    own_start = {t: _own_scalars(tmp_path / "pb2", t, "train", "epoch_learning_rate")[0] for t in rows}
+    absurd = next(t for t, lr in own_start.items() if lr == pytest.approx(0.3))
+    # The absurd member (at chance) copies the sane one after epoch 1 and trains its epoch 2 at
+    # the donor's LR as it was. Its own TensorBoard run shows it (its summary row may not:
+    # a later copy replaces its lineage with its new donor's).
+    assert _own_scalars(tmp_path / "pb2", absurd, "train", "epoch_learning_rate")[1] == pytest.approx(0.002)
+    # Later copies: an LR PB2 picked within the bounds, not the donor's.
+    copies = {(c["member"], c["from"], c["epoch"]): c for r in rows.values() for c in r["lineage"]}
+    later = [c for key, c in copies.items() if key[2] >= 2]
+    assert later, copies
+    for copy in later:
+        assert 0.002 <= copy["config"]["optimizer.learning_rate"] <= 0.3
+    donor_lr = {(h["trained_by"], h["epoch"]): h["learning_rate"] for r in rows.values() for h in r["history"]}
+    assert any(c["config"]["optimizer.learning_rate"] != pytest.approx(donor_lr[(c["from"], c["epoch"])], rel=1e-6)
+               for c in later), later
+    for row in rows.values():
+        history = {h["epoch"]: h for h in row["history"]}
+        assert sorted(history) == list(range(1, epochs + 1))
+        last_copy = max((c["epoch"] for c in row["lineage"] if c["member"] == row["trial_id"]), default=0)
+        for epoch in range(last_copy + 1, epochs + 1):  # the LR actually used is the member's (new) config
+            assert history[epoch]["learning_rate"] == pytest.approx(row["config"]["optimizer.learning_rate"],
+                                                                    rel=1e-6)
+    assert (tmp_path / "pb2" / "best_schedule.yaml").is_file()
+
+
 # ------------------------------------------------------------- stop_at (any algorithm)
 # In this module to share its Ray: a random search of 2 trials x up to 20 epochs
 # must end as soon as one of them reaches 85% validation accuracy (epoch 1-2 here).

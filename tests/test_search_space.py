@@ -143,6 +143,36 @@ def test_pbt_mutations_stay_inside_a_range_but_not_inside_a_grid():
     assert gridded.pbt_mutations()["optimizer.learning_rate"]() in (0.002, 0.3)  # resampled from the grid
 
 
+def test_the_shipped_pb2_config_explores_the_lr_within_the_spaces_bounds():
+    from pathlib import Path
+
+    from orchestrator.spec import read_yaml
+
+    search = load_search(read_yaml(Path(__file__).parents[1] / "jobs" / "configs" / "pb2_mnist.yaml"))
+    assert search.search.algorithm == "pb2" and search.population() == 4
+    assert search.pb2_bounds() == {"optimizer.learning_rate": [0.0003, 0.01]}
+    # PB2's picks come as float32: kept inside the bounds.
+    assert search.clamp_mutations({"optimizer.learning_rate": 0.0100001}) == {"optimizer.learning_rate": 0.01}
+
+
+def test_pb2_bounds_of_a_grid_are_its_smallest_and_largest_values():
+    search = load_search({"training": {"epochs": 4}, "search": {
+        "algorithm": "pb2", "samples": 1, "space": {"optimizer.learning_rate": {"grid": [0.3, 0.002]}}}})
+    assert search.population() == 2 and search.pb2_bounds() == {"optimizer.learning_rate": [0.002, 0.3]}
+    assert search.clamp_mutations({"optimizer.learning_rate": 0.31}) == {"optimizer.learning_rate": 0.3}
+
+
+def test_an_algorithm_whose_library_is_missing_is_one_line_before_ray(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else find_spec(name, *a))
+    with pytest.raises(UserError) as err:
+        load_search({"training": {"epochs": 4}, "search": {
+            "algorithm": "pb2", "samples": 2, "space": {"optimizer.learning_rate": {"loguniform": [0.001, 0.01]}}}})
+    assert str(err.value) == "search.algorithm: pb2 needs `pip install scikit-learn` (or `pip install -e '.[pb2]'`)"
+
+
 def test_who_trained_each_epoch_of_a_lineage():
     from orchestrator.engine.pbt import trained_by
 

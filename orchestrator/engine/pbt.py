@@ -191,11 +191,12 @@ def _member_as_train_run(spec, data: dict, layout: RunLayout, segment: str, memb
         raise outcome["error"]
 
 
-def _pbt_scheduler_class():
-    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+def _member_scheduler_class(base):
+    """``base`` (Tune's ``PopulationBasedTraining`` or its subclass ``PB2``) adapted to members."""
+    from ray.tune.schedulers import TrialScheduler
 
-    class MemberPBT(PopulationBasedTraining):
-        """Ray Tune's PBT, adapted to members that report a checkpoint with every epoch.
+    class Member(base):
+        """Ray Tune's PBT (or PB2), adapted to members that report a checkpoint with every epoch.
 
         - Every member at its perturbation point keeps that checkpoint as the one
           others may copy, not only a member already in the top quantile: with
@@ -215,7 +216,7 @@ def _pbt_scheduler_class():
 
         Args:
             slots: how many members run at once.
-            **kwargs: as for ``PopulationBasedTraining``.
+            **kwargs: as for ``PopulationBasedTraining`` (or ``PB2``).
         """
 
         def __init__(self, slots: int, **kwargs):
@@ -243,20 +244,41 @@ def _pbt_scheduler_class():
                 state = self._trial_state[trial]
                 state.last_checkpoint = tune_controller._schedule_trial_save(trial, result=state.last_result)
 
-    return MemberPBT
+    Member.__name__ = Member.__qualname__ = f"Member{base.__name__}"
+    return Member
 
 
 def pbt_scheduler(search, max_concurrent: Optional[int]):
     """The search's PBT scheduler. Time is the epoch each member reports (its lineage's,
     continued across exploits), not Tune's iteration count, which restarts with every
     start of a member's function."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
     s = search.search
-    return _pbt_scheduler_class()(
+    return _member_scheduler_class(PopulationBasedTraining)(
         slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
         synch=s.pbt.synch,
         hyperparam_mutations=search.pbt_mutations(), quantile_fraction=s.pbt.quantile,
         resample_probability=s.pbt.resample_probability,
         perturbation_factors=tuple(s.pbt.perturbation_factors),
+        custom_explore_fn=search.clamp_mutations)
+
+
+def pb2_scheduler(search, max_concurrent: Optional[int]):
+    """The search's PB2 scheduler (Ray Tune's Population Based Bandits), members as for PBT.
+
+    PB2 records each member's score and values at every perturbation point; a
+    copying member gets the values that a Gaussian process over those records
+    (improvement per epoch against time, score and values) rates best by UCB.
+    Until the donor has passed two points with the same values (Ray's PB2
+    fits only then), a copy keeps the donor's values: the first copies always do.
+    """
+    from ray.tune.schedulers.pb2 import PB2
+
+    s = search.search
+    return _member_scheduler_class(PB2)(
+        slots=max_concurrent, time_attr="epoch", perturbation_interval=s.pbt.perturbation_interval,
+        synch=s.pbt.synch, hyperparam_bounds=search.pb2_bounds(), quantile_fraction=s.pbt.quantile,
         custom_explore_fn=search.clamp_mutations)
 
 

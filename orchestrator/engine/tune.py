@@ -428,8 +428,8 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
     Input is checked before Ray starts; then Ray is joined or started, and one
     trial is checked to fit the cluster.
     """
-    if search.search.algorithm == "pbt" and is_uri(storage):
-        raise UserError(f"search.algorithm: pbt keeps its members' lineage with local file I/O, so it needs a "
+    if algorithm(search.search.algorithm).population and is_uri(storage):
+        raise UserError(f"search.algorithm: {search.search.algorithm} keeps its members' lineage with local file I/O, so it needs a "
                         f"storage path every node mounts, not {storage!r} (random and optuna searches run on "
                         "object storage)")
     resolved, arrays, _ = load_data(search.base)  # before the run dir is touched: bad input changes nothing
@@ -474,9 +474,13 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
         stopper = CombinedStopper(stopper, StopAtTarget(search.search.stop_at, for_worker(layout.stop_at),
                                                         started))
     if algorithm(search.search.algorithm).population:
-        # PBT draws donors and perturbations from Python's `random`: seeded like the trials
-        # (the order results arrive in still varies, so two searches may differ).
+        # PBT draws donors and perturbations from Python's `random`, PB2 its Gaussian process's
+        # restarts from numpy's: seeded like the trials (the order results arrive in still
+        # varies, so two searches may differ).
+        import numpy as np
+
         random.seed(search.base.seed)
+        np.random.seed(search.base.seed)
     restore_at = {"path": run_dir.path, "storage_filesystem": run_dir.fs} if isinstance(run_dir, RemotePath) \
         else {"path": str(run_dir)}
     if resume and tune.Tuner.can_restore(**restore_at):
