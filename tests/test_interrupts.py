@@ -125,7 +125,7 @@ def test_a_search_whose_driver_was_killed_resumes_without_rerunning_finished_tri
 
 
 # One perturbation point (epoch 3): a second copy could write over the record of the first.
-PBT_SEARCH_CONFIG = pbt_search_config(epochs=6, interval=3)
+PBT_EPOCHS = 6
 
 
 def recorded_copies(run_dir: Path) -> list[dict]:
@@ -141,9 +141,14 @@ def recorded_copies(run_dir: Path) -> list[dict]:
 
 # Members of one worker train in their reused Tune actors (the fast path); members of
 # several workers, or with --no-fast-path, are Ray Train runs: one stop for each.
-@pytest.mark.parametrize("stop, path", [("driver killed", "fast path"), ("Ctrl-C", "Ray Train")])
-def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tmp_path, mnist_path, stop, path):
-    config = write_config(tmp_path, PBT_SEARCH_CONFIG, mnist_path, "pbt.yaml")
+# PB2 runs the same members under another scheduler (resumed with its records anew).
+@pytest.mark.parametrize("stop, path, algorithm", [("driver killed", "fast path", "pbt"),
+                                                   ("Ctrl-C", "Ray Train", "pbt"),
+                                                   ("driver killed", "fast path", "pb2")])
+def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tmp_path, mnist_path, stop, path,
+                                                                          algorithm):
+    config = write_config(tmp_path, pbt_search_config(epochs=PBT_EPOCHS, interval=3, algorithm=algorithm), mnist_path,
+                          "pbt.yaml")
     storage, name = tmp_path / "results", "pbt-stopped"
     run_dir = storage / name
     args = ["tune", "--config", str(config), "--storage", str(storage), "--name", name,
@@ -166,7 +171,7 @@ def test_a_pbt_search_stopped_mid_way_resumes_its_population_and_lineage(cli, tm
     assert resumed.wait(RUN_TIMEOUT, "finish the resumed PBT search") == 0, resumed.output_tail()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["trials"] == 2 and len({r["trial_id"] for r in summary["results"]}) == 2
-    epochs = PBT_SEARCH_CONFIG["training"]["epochs"]
+    epochs = PBT_EPOCHS
     for row in summary["results"]:
         assert row["status"] == "TERMINATED", row["stop_reason"]
         assert [h["epoch"] for h in row["history"]] == list(range(1, epochs + 1)), row["trial_id"]
