@@ -18,39 +18,13 @@ class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
     Keras writes that graph from a batch hook, which it only enables while
     profiling; switching batch hooks on would put Python work on every step.
     The conceptual (Keras model) graph is written at train begin as usual.
-
-    The weight histograms are Keras's (same tags, same data), written by one
-    traced function instead of an eager op per weight, in about a third of
-    the time Keras's take at the end of every epoch (README, Benchmark).
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._histograms = None  # (the writer it was traced with, the function)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._should_write_train_graph:
             self._write_keras_model_train_graph()
             self._should_write_train_graph = False
         super().on_epoch_end(epoch, logs)
-
-    def _log_weights(self, epoch):
-        if self.write_images:
-            return super()._log_weights(epoch)
-        writer = self._train_writer
-        if self._histograms is None or self._histograms[0] is not writer:  # a traced summary keeps its writer
-            tagged = [(weight.name.replace(":", "_") + "/histogram", weight)
-                      for layer in self.model.layers for weight in layer.weights]
-
-            @tf.function
-            def histograms(step):
-                for tag, weight in tagged:
-                    tf.summary.histogram(tag, weight, step=step)
-
-            self._histograms = (writer, histograms)
-        with writer.as_default(), tf.summary.record_if(True):
-            self._histograms[1](tf.constant(epoch, tf.int64))
-            writer.flush()
 
 
 class HParamsMetrics(tf.keras.callbacks.Callback):
