@@ -44,7 +44,6 @@ def main(argv=None) -> None:
     # TensorFlow binds tf.keras on first use, to tf-keras where this is "1".
     os.environ["TF_USE_LEGACY_KERAS"] = "0"
 
-    import numpy as np
     import keras
     import keras_tuner as kt
 
