@@ -173,6 +173,34 @@ def test_an_algorithm_whose_library_is_missing_is_one_line_before_ray(monkeypatc
     assert str(err.value) == "search.algorithm: pb2 needs `pip install scikit-learn` (or `pip install -e '.[pb2]'`)"
 
 
+@pytest.mark.parametrize("algorithm", ["pbt", "pb2"])
+def test_a_member_never_copies_a_state_older_than_its_own(algorithm):
+    """A member at epoch 10 whose donor last passed a point at epoch 8 (paused, waiting for
+    its turn) keeps its own state; a donor at the same or a later epoch is copied."""
+    from unittest import mock
+
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from orchestrator.engine.pbt import pb2_scheduler, pbt_scheduler
+
+    search = load_search({"training": {"epochs": 12}, "search": {
+        "algorithm": algorithm, "samples": 4, "pbt": {"perturbation_interval": 2},
+        "space": {"optimizer.learning_rate": {"loguniform": [0.001, 0.01]}}}})
+    scheduler = (pbt_scheduler if algorithm == "pbt" else pb2_scheduler)(search, 2)
+    member, donor = mock.MagicMock(config={"optimizer.learning_rate": 0.002}), \
+        mock.MagicMock(config={"optimizer.learning_rate": 0.004})
+    for trial, epoch in ((member, 10), (donor, 8)):
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+        scheduler._trial_state[trial].last_train_time = scheduler._trial_state[trial].last_perturbation_time = epoch
+    controller = mock.MagicMock()
+    with mock.patch.object(type(scheduler).__mro__[1], "_exploit") as tunes_exploit:
+        scheduler._exploit(controller, member, donor)
+        assert not tunes_exploit.called  # epoch 8 < 10: no copy
+        scheduler._trial_state[donor].last_train_time = 10
+        scheduler._exploit(controller, member, donor)
+        tunes_exploit.assert_called_once_with(controller, member, donor)
+
+
 def test_who_trained_each_epoch_of_a_lineage():
     from orchestrator.engine.pbt import trained_by
 
