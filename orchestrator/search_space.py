@@ -290,8 +290,7 @@ class Search:
         for key in self.mutated():
             domain = self.fields[key]
             if domain.kind in ("choice", "grid"):
-                numeric = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in domain.args)
-                out[key] = Resample(domain.args) if numeric else list(domain.args)
+                out[key] = Resample(domain.args) if _numeric(domain.args) else list(domain.args)
             else:
                 out[key] = domain.to_tune()
         return out
