@@ -28,7 +28,7 @@ def stop_reason(last: dict, max_epochs: int, *, error: Optional[BaseException] =
         max_epochs: the trial's epoch budget.
         error: the trial's error, if it failed.
         stop_at_trial: the trial whose result reached ``search.stop_at`` and ended the search,
-            when this trial was still running then.
+            when this trial was still running, or not yet started, then.
         scheduler_stops: whether a scheduler (ASHA) may stop trials early in this search.
     """
     if error is not None:
@@ -40,7 +40,9 @@ def stop_reason(last: dict, max_epochs: int, *, error: Optional[BaseException] =
     if reason == "max_epochs" or (epoch or 0) >= max_epochs:
         return f"max_epochs ({max_epochs})"
     if epoch is None:
-        return "not started"
+        # A search that stop_at ends before a pending trial's first epoch never runs it.
+        return f"not started (stop_at: trial {stop_at_trial} reached the target first)" if stop_at_trial \
+            else "not started"
     if stop_at_trial is not None:
         return f"stop_at (trial {stop_at_trial} reached the target) at epoch {epoch}"
     return f"asha at epoch {epoch}" if scheduler_stops else f"stopped at epoch {epoch}"
@@ -51,6 +53,8 @@ def in_words(recorded: str) -> str:
     for phrase, words in _IN_WORDS.items():
         if recorded.startswith(phrase):
             return words + recorded[len(phrase):]
+    if recorded.startswith("not started (stop_at: trial "):
+        return "not started: trial " + recorded[len("not started (stop_at: trial "):].rstrip(")")
     if recorded.startswith("stop_at (trial "):
         return "stopped: trial " + recorded[len("stop_at (trial "):].replace(")", "", 1)
     return "error" if recorded.startswith("error") else recorded

@@ -29,11 +29,23 @@ def test_stop_reasons_from_the_last_report_in_the_summarys_and_the_consoles_word
          "stop_at (trial t_00001 reached the target) at epoch 4", "stopped: trial t_00001 reached the target at epoch 4"),
         (dict(last={}, error=ValueError("bad\nworse")), "error: ValueError: bad", "error"),
         (dict(last={}), "not started", "not started"),
+        (dict(last={}, stop_at_trial="t_00001"), "not started (stop_at: trial t_00001 reached the target first)",
+         "not started: trial t_00001 reached the target first"),
     ]
     for kwargs, recorded, words in cases:
         last = kwargs.pop("last")
         assert stop_reason(last, 20, **kwargs) == recorded
         assert in_words(recorded) == words
+
+
+def test_under_asha_stop_at_names_the_running_and_the_pending_but_not_the_long_stopped():
+    from orchestrator.engine.tune import _running_at
+
+    search = load_search(read_yaml("jobs/configs/tune_mnist.yaml"))  # ASHA on
+    hit = {"trial_id": "t_00000", "time": 100.0}
+    assert _running_at({"epoch": 5, "started_at": 97.0, "epoch_seconds": 2.0}, hit, search)
+    assert not _running_at({"epoch": 4, "started_at": 60.0, "epoch_seconds": 2.0}, hit, search)  # ASHA's
+    assert _running_at({}, hit, search)  # pending when the target was reached
 
 
 def test_counts_finished_lines_best_and_final_table():

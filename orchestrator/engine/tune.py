@@ -151,9 +151,10 @@ def _running_at(last: dict, hit: dict, search: Optional[Search]) -> bool:
     """Whether a trial that did not end by itself was still running when stop_at ended the search.
 
     Without ASHA nothing else stops a trial. With ASHA, a trial whose last epoch
-    ended more than an epoch before the hit was stopped by ASHA.
+    ended more than an epoch before the hit was stopped by ASHA. A trial that
+    never reported was pending: only the search's end kept it from starting.
     """
-    if search is None or asha(search) is None:
+    if search is None or asha(search) is None or last.get("epoch") is None:
         return True
     ended = (last.get("started_at") or 0) + (last.get("epoch_seconds") or 0)
     return ended >= hit["time"] - 2 * (last.get("epoch_seconds") or 0) - 1
