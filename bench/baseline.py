@@ -121,6 +121,8 @@ def fit(args) -> dict:
 
 def orchestrator_callbacks(spec) -> list:
     """The callbacks a run's chief worker adds to ``fit`` (``orchestrator.worker.loop``), bar its report."""
+    import atexit
+    import shutil
     import tempfile
 
     from orchestrator.worker.callbacks.early_stopping import ResumableEarlyStopping
@@ -129,6 +131,7 @@ def orchestrator_callbacks(spec) -> list:
     import tensorflow as tf
 
     staging = tempfile.mkdtemp(prefix="bench-baseline-")
+    atexit.register(shutil.rmtree, staging, True)  # the files only cost what a worker's cost; none are kept
     return [ScheduledLearningRate(spec.lr_schedule, spec.optimizer.learning_rate),
             ResumableEarlyStopping(monitor=spec.early_stopping.monitor, patience=spec.early_stopping.patience,
                                    min_delta=spec.early_stopping.min_delta),

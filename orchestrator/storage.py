@@ -28,7 +28,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import urlsplit
 
 from orchestrator.errors import UserError
+from orchestrator.scratch import scratch_dir
 
 
 def is_uri(storage: Union[str, os.PathLike]) -> bool:
@@ -400,7 +400,7 @@ class LocalMirror:
         self.remote = isinstance(self.target, RemotePath)
         self._sent: dict[str, tuple] = {}
         if self.remote:
-            self.local = Path(tempfile.mkdtemp(prefix="orchestrator-tb-"))
+            self.local = scratch_dir("tb")
             self.target.download(self.local)  # a resumed run continues its events
             self._sent = {str(p.relative_to(self.local)): (p.stat().st_size, p.stat().st_mtime)
                           for p in self.local.rglob("*") if p.is_file()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,12 @@ def test_quick_bench_runs_both_search_paths_and_reports_median_ranges(tmp_path, 
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(Path("/tmp") / f"bench-test-{os.getpid()}")  # its own Ray, short socket paths
-    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "a,e", "--data", str(mnist_path),
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "a,e", "--data",
+                               str(mnist_path), "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)  # Ray's session logs, 30 MB a run
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
     [sections] = report["repetitions"]
@@ -45,8 +50,11 @@ def test_quick_gap_bench_adds_one_part_of_a_worker_at_a_time(tmp_path, mnist_pat
     out = tmp_path / "gap.json"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(Path("/tmp") / f"bench-test-{os.getpid()}")
-    done = subprocess.run([sys.executable, "-m", "bench.gap", "--quick", "--data", str(mnist_path), "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.gap", "--quick", "--data", str(mnist_path), "--out",
+                               str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
     [runs] = report["repetitions"]

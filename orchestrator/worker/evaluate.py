@@ -72,14 +72,14 @@ def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str,
 def _export_remote(model: tf.keras.Model, export_path: RemotePath) -> dict:
     """Save both models locally, then upload: the ``.keras`` file as one object (whole or absent),
     the SavedModel with its ``saved_model.pb`` last (a reader finding it finds the variables)."""
-    import tempfile
+    from orchestrator.scratch import scratch
 
-    with tempfile.TemporaryDirectory(prefix="orchestrator-export-") as tmp:
-        local = Path(tmp) / export_path.name
+    with scratch("export") as tmp:
+        local = tmp / export_path.name
         write_atomic(local, lambda t: _save(model, t))
         saved = export_saved_model(model, serving_dir(local))
         export_path.upload(local)
-        remote_saved = export_path.parent / str(saved.relative_to(Path(tmp)))
+        remote_saved = export_path.parent / str(saved.relative_to(tmp))
         remote_saved.rmtree()
         remote_saved.upload(saved, last=("saved_model.pb",))
     return {"exported_model": str(export_path), "saved_model": str(remote_saved)}

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
 
 import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
@@ -31,6 +29,7 @@ import tensorflow as tf
 from orchestrator.contract import CONFIG_KEY, WorkerConfig
 from orchestrator.layout import RunLayout
 from orchestrator.results import write_text_atomic
+from orchestrator.scratch import scratch_dir
 from orchestrator.tasks import load
 from orchestrator.console import is_verbose
 from orchestrator.worker.callbacks.epoch_line import EpochLine
@@ -115,7 +114,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
         return
     train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
-    staging = Path(tempfile.mkdtemp(prefix="orchestrator-best-"))
+    staging = scratch_dir("best")  # swept by a later run when Ray kills this process
     best_weights_path = str(staging / BEST_WEIGHTS)
     start_epoch, history, early_state, best_value = 0, [], None, None
     resumed_from: list[int] = []  # the epochs this run restarted from: a record of its interruptions

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,6 +14,7 @@ import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow
 import tensorflow as tf
 
 from orchestrator.best import best
+from orchestrator.scratch import scratch
 from orchestrator.checkpoint_files import BEST_WEIGHTS, FILES, REPORT, STATE, TRAIN_STATE, WEIGHTS, manifest
 
 # Test hook (tests/test_resume_fidelity.py): "RANK:EPOCH:ACTION:MARKER". Right after
@@ -104,12 +104,13 @@ class ReportToRayTrain(tf.keras.callbacks.Callback):
         # storage unregistered (its report was lost) sends it again (resume.py).
         state = {"epoch": epoch + 1, "history": self.history, "stop_reason": stop_reason,
                  REPORT: metrics, **self.extra_state()}
-        with tempfile.TemporaryDirectory(prefix="orchestrator-ckpt-") as tmp:
-            self._save(Path(tmp), state)
+        # Ray kills a worker stopped while it reports: scratch() is swept by a later run then.
+        with scratch("ckpt") as tmp:
+            self._save(tmp, state)
             checkpoint = None
             if self.is_chief:
                 from ray.train import Checkpoint
-                checkpoint = Checkpoint.from_directory(tmp)
+                checkpoint = Checkpoint.from_directory(str(tmp))
             self._report(metrics, checkpoint=checkpoint)
         _maybe_kill_after_report(self.identity.get("world_rank"), epoch + 1)
 
