@@ -245,11 +245,11 @@ def one_finished_one_running(run_dir: Path, epochs: int = SEARCH_CONFIG["trainin
                              ) -> Optional[tuple[list[str], list[str]]]:
     """(finished, running) trial ids once a trial has finished while another is early in its run.
 
-    "Early": at least two epochs to go, so it cannot finish between this check and a kill.
+    "Early": at most half its epochs done, so it is unlikely to finish between this check and a kill.
     """
     finished = finished_trials(run_dir)
     running = [t for t, epoch in trial_epochs(run_dir).items()
-               if t not in finished and 1 <= epoch <= epochs - 2]
+               if t not in finished and 1 <= epoch <= epochs // 2]
     return (finished, running) if finished and running else None
 
 
