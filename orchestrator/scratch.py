@@ -25,10 +25,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 _NAME = re.compile(r"^orchestrator-[a-z]+-(\d+)\.(\d+)-")
-_swept_in: set[int] = set()  # process ids that swept already (a forked child sweeps again)
+_swept_by: Optional[int] = None  # the process that swept (a forked child has another pid and sweeps again)
 
 
 def _pid_namespace() -> int:
@@ -76,8 +76,9 @@ def scratch_dir(kind: str) -> Path:
     """
     if not re.fullmatch(r"[a-z]+", kind):
         raise ValueError(f"scratch kind must be lowercase letters, got {kind!r}")
-    if os.getpid() not in _swept_in:
-        _swept_in.add(os.getpid())
+    global _swept_by
+    if _swept_by != os.getpid():
+        _swept_by = os.getpid()
         sweep()
     return Path(tempfile.mkdtemp(prefix=f"orchestrator-{kind}-{_pid_namespace()}.{os.getpid()}-"))
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from orchestrator.checkpoint_files import BEST_WEIGHTS, WEIGHTS
 from orchestrator.results import write_atomic
+from orchestrator.scratch import scratch
 from orchestrator.spec import ExperimentSpec
 from orchestrator.storage import RemotePath
 from orchestrator.tasks import TaskRef, load
@@ -72,8 +73,6 @@ def evaluate_and_export(spec: ExperimentSpec, task_ref: TaskRef, final_dir: str,
 def _export_remote(model: tf.keras.Model, export_path: RemotePath) -> dict:
     """Save both models locally, then upload: the ``.keras`` file as one object (whole or absent),
     the SavedModel with its ``saved_model.pb`` last (a reader finding it finds the variables)."""
-    from orchestrator.scratch import scratch
-
     with scratch("export") as tmp:
         local = tmp / export_path.name
         write_atomic(local, lambda t: _save(model, t))
