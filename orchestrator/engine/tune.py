@@ -440,6 +440,28 @@ def run_search(search: Search, *, name: str, storage: str, samples: Optional[int
                        resume=resume, address=address, tensorboard_url=tensorboard_url)
 
 
+# What `tuner.fit` imports before it starts the first trial, to count the callbacks it is
+# given for Ray's usage stats (ray.air._internal.usage._count_callbacks): the MLflow,
+# W&B, Comet and Aim integrations, MLflow itself among them, used or not.
+TUNE_FIT_IMPORTS = ("ray.air.integrations.mlflow", "ray.air.integrations.wandb", "ray.air.integrations.comet",
+                    "ray.tune.logger.aim")
+
+
+def _import_in_background(modules) -> None:
+    """Import ``modules`` in a daemon thread: done while this process waits for a local Ray to start."""
+    import importlib
+    import threading
+
+    def run():
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001  (tuner.fit imports it again and reports what it must)
+                pass
+
+    threading.Thread(target=run, name="orchestrator-imports", daemon=True).start()
+
+
 def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Optional[int],
             max_concurrent: Optional[int], resume: bool, address: Optional[str],
             tensorboard_url: Optional[str]) -> dict:
@@ -450,6 +472,7 @@ def _search(search: Search, task: TaskRef, arrays, run_dir: Path, *, samples: Op
     if resume and not isinstance(run_dir, RemotePath):  # the checks read with local file I/O (README: Where results go)
         check_search_resumable(run_dir)
     mlflow_server = tracking.check(search.base.mlflow)  # before Ray: a dead server fails fast
+    _import_in_background(TUNE_FIT_IMPORTS)  # while a local Ray starts
     connect(address, search.base.verbose)
     print(console.where_to_look("search", name, run_dir, dashboard_url(), layout.tensorboard,
                                 tensorboard_url), flush=True)
