@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import orchestrator.worker  # noqa: F401  (tf-keras, as a worker selects it)
-
 
 def _histograms(log_dir) -> dict:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -19,17 +17,16 @@ def _histograms(log_dir) -> dict:
     run = EventAccumulator(str(log_dir / "train"), size_guidance={"tensors": 0}).Reload()
     found = {}
     for tag in run.Tags()["tensors"]:
-        events = run.Tensors(tag)
         if tag.endswith("/histogram"):
             plugin = run.SummaryMetadata(tag).plugin_data.plugin_name
-            found[tag] = (plugin, [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in events])
+            found[tag] = (plugin, [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in run.Tensors(tag)])
     return found
 
 
 def test_weight_histograms_are_kerass_own_records(tmp_path):
-    import tensorflow as tf
+    from orchestrator.worker.callbacks.tensorboard import EpochTensorBoard  # tf-keras, as a worker selects it
 
-    from orchestrator.worker.callbacks.tensorboard import EpochTensorBoard
+    import tensorflow as tf
 
     rng = np.random.default_rng(0)
     x, y = rng.random((192, 28, 28), dtype=np.float32), rng.integers(0, 10, 192)
