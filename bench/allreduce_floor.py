@@ -39,24 +39,25 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _worker(rank: int, ports: list[int], global_batch: int, repeats: int) -> None:
+def _worker(rank: int, ports: list[int], global_batch: int, repeats: int, task_name: str) -> None:
     from orchestrator.engine.tf_backend import set_tf_config
 
     set_tf_config([f"127.0.0.1:{p}" for p in ports], rank)
     import orchestrator.worker  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     import tensorflow as tf
 
-    from orchestrator.spec import ExperimentSpec
-    from orchestrator.worker.model import build_model
+    from orchestrator.spec import build_spec
+    from orchestrator.tasks import resolve
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    task = resolve(build_spec({"task": {"name": task_name}}).task)
     with strategy.scope():
-        model = build_model(ExperimentSpec())
+        model = task.task.build_model(task.params)
     weights = model.trainable_variables
     size = sum(int(tf.size(w)) for w in weights)
-    x = tf.random.uniform((global_batch // len(ports), 28, 28))
+    x = tf.random.uniform((global_batch // len(ports), *model.input_shape[1:]))
     y = tf.zeros((global_batch // len(ports),), tf.int64)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction="sum")
 
@@ -99,19 +100,20 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--global-batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--task", default="mnist_mlp", help="the task whose model is timed (default: the tutorial's MLP)")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rank is not None:
-        _worker(args.rank, [int(p) for p in args.ports.split(",")], args.global_batch, args.repeats)
+        _worker(args.rank, [int(p) for p in args.ports.split(",")], args.global_batch, args.repeats, args.task)
         return
 
     ports = ",".join(str(p) for p in _free_ports(2))
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TF_CONFIG", None)
     common = [sys.executable, "-m", "bench.allreduce_floor", "--ports", ports,
-              "--global-batch", str(args.global_batch), "--repeats", str(args.repeats)]
+              "--global-batch", str(args.global_batch), "--repeats", str(args.repeats), "--task", args.task]
     peer = subprocess.Popen(common + ["--rank", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         chief = subprocess.run(common + ["--rank", "0"], env=env, capture_output=True, text=True,

@@ -649,6 +649,8 @@ def build_rows(sections: dict, config: dict) -> list[dict]:
         row("(c') 2-process step floor ms (compute + all-reduce)", floor["step_floor_ms"])
         row("(c') floor samples/s (no Ray, no Keras loop)", floor["floor_samples_per_s"],
             a.get("steady_samples_per_s"))
+    elif floor:
+        row(f"(c') 2-process step floor: {floor.get('error')}", None)
     for key, s in (("b", b), ("c", c)):
         if s and s.get("cold_start_s") is not None:
             row(f"(d) cold start s, {s['workers']} worker(s)", s["cold_start_s"], None,

@@ -4,7 +4,8 @@
 runs the search on both trial paths ((e0) Ray Train per trial, (e) the fast
 path) end to end. (b)-(d) are the ``orchestrator train`` runs other tests
 cover, (f) needs KerasTuner (``.[bench]``). ``python -m bench.gap --quick``:
-its five runs, each adding one part of a worker to plain ``fit``.
+its five runs, each adding one part of a worker to plain ``fit``. ``python -m
+bench.allreduce_floor``: (c)'s floor, 2 bare MWMS processes timing the task's model.
 """
 
 from __future__ import annotations
@@ -64,3 +65,21 @@ def test_quick_gap_bench_adds_one_part_of_a_worker_at_a_time(tmp_path, mnist_pat
     assert all(r["epochs"] == 2 and r["steady_epoch_s"] > 0 for r in runs.values()), runs
     rows = {row["run"]: row for row in report["table"]}
     assert rows["b"]["vs_a_spe"]["median"] == runs["b"]["steady_epoch_s"] / runs["a'"]["steady_epoch_s"]
+
+
+def test_allreduce_floor_times_the_default_tasks_model_in_two_mwms_processes():
+    done = subprocess.run([sys.executable, "-m", "bench.allreduce_floor", "--repeats", "5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    floor = json.loads(done.stdout.strip().splitlines()[-1])
+    # Every weight of the tutorial's MLP (784-256-64-32-10) is all-reduced once a step.
+    assert floor["workers"] == 2 and floor["values_all_reduced"] == 784 * 256 + 256 + 256 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert floor["compute_ms"] > 0 and floor["all_reduce_ms"] > 0
+    assert floor["floor_samples_per_s"] == floor["global_batch"] / floor["step_floor_ms"] * 1000
+
+
+def test_a_failed_floor_is_a_row_of_the_table_not_a_silent_gap():
+    from bench.run import build_rows
+
+    rows = build_rows({"c_floor": {"error": "exit 1"}}, {})
+    assert any(r["figure"].startswith("(c') 2-process step floor") and "exit 1" in r["figure"] for r in rows), rows
