@@ -82,9 +82,9 @@ def fit(args) -> dict:
         from orchestrator.worker.loop import _limit_threads
 
         _limit_threads(os.cpu_count())
-        train, validation = split_datasets(tf.distribute.get_strategy(), task.task, task.params, splits,
-                                           args.global_batch, args.seed)
-        fit_data = {"x": train, "validation_data": validation}
+        train, validation, steps = split_datasets(tf.distribute.get_strategy(), task.task, task.params, splits,
+                                                  args.global_batch, args.seed)
+        fit_data = {"x": train, "validation_data": validation, "steps_per_epoch": steps}
     else:
         fit_data = {"x": prepared(splits.x_train), "y": splits.y_train, "batch_size": args.global_batch,
                     "shuffle": True, "validation_data": (prepared(splits.x_val), splits.y_val)}

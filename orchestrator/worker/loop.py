@@ -112,7 +112,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
         # With the metric Tune ranks by (a search's, the trial's monitor): Tune refuses a result without it.
         session.report({"task_error": problem, spec.checkpoint.monitor: float("nan")})
         return
-    train_data, val_data = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
+    train_data, val_data, train_steps = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
     staging = scratch_dir("best")  # swept by a later run when Ray kills this process
     best_weights_path = str(staging / BEST_WEIGHTS)
@@ -203,7 +203,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
 
     try:
         model.fit(train_data, validation_data=val_data, epochs=spec.training.epochs,
-                  steps_per_epoch=steps.get("train"), validation_steps=steps.get("validation"),
+                  steps_per_epoch=steps.get("train", train_steps), validation_steps=steps.get("validation"),
                   initial_epoch=start_epoch, callbacks=callbacks,
                   verbose=keras_verbose)
     finally:
