@@ -83,8 +83,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, shuffle_seed:
     makes a finite dataset's iterator once before its first epoch and then again
     for it, so every run before the pipeline repeated trained its first epoch on
     the shuffle's *second* permutation (and the k-th on the k+1-th). Skipping it
-    keeps those runs' data order, and with it their results (the tutorial's
-    98.14%), bit for bit; on resume too, where ``fit`` did the same.
+    keeps those runs' data order, and with it their results, bit for bit; on
+    resume too, where ``fit`` did the same.
     """
     steps = -(-len(y) // global_batch)
     positions = (tf.data.Dataset.range(len(y))
