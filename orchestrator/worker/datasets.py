@@ -38,10 +38,15 @@ from orchestrator.tasks import Task
 def batched_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, shuffle_seed: Optional[int] = None,
                     preprocess: Optional[Callable] = None) -> tf.data.Dataset:
     """Optionally reshuffled each epoch, batched by the global batch, preprocessed per batch, sharded by data."""
-    ds = tf.data.Dataset.range(len(y))
+    return _gathered(_positions(len(y), shuffle_seed).batch(global_batch), x, y, preprocess)
+
+
+def _positions(count: int, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """0 .. count-1; with a seed, a new permutation each pass, the same ones in every worker of that seed."""
+    ds = tf.data.Dataset.range(count)
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return _gathered(ds.batch(global_batch), x, y, preprocess)
+        ds = ds.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds
 
 
 def _gathered(positions: tf.data.Dataset, x: np.ndarray, y: np.ndarray,
@@ -87,9 +92,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, shuffle_seed:
     resume too, where ``fit`` did the same.
     """
     steps = -(-len(y) // global_batch)
-    positions = (tf.data.Dataset.range(len(y))
-                 .shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
-                 .batch(global_batch).repeat().skip(steps))
+    positions = _positions(len(y), shuffle_seed).batch(global_batch).repeat().skip(steps)
     return _gathered(positions, x, y, preprocess), steps
 
 
