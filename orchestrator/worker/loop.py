@@ -41,7 +41,7 @@ from orchestrator.worker.callbacks.tensorboard import chief_tensorboard
 from orchestrator.worker.callbacks.tensorboard_sync import SyncTensorBoard
 from orchestrator.storage import LocalMirror, location
 from orchestrator.worker.datasets import split_datasets
-from orchestrator.worker.model import TaskError, build_compiled_model
+from orchestrator.worker.model import TaskError, build_compiled_model, build_step_state
 from orchestrator.worker.preflight import check_task
 from orchestrator.worker.resume import ResumePoint
 from orchestrator.worker.session import RayTrainSession
@@ -99,8 +99,9 @@ def train_loop_per_worker(config: dict, session=None) -> None:
     try:
         with strategy.scope():
             model = build_compiled_model(spec, task, params)
-        problem, steps = check_task(task, spec.task.name, params, model, arrays, workers=session.world_size,
-                                    replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
+        problem, steps, sample = check_task(task, spec.task.name, params, model, arrays,
+                                            workers=session.world_size, replicas=strategy.num_replicas_in_sync,
+                                            global_batch=global_batch)
     except TaskError as err:  # build_model raised, or returned no Keras model
         problem = str(err)
     if problem:
@@ -112,6 +113,8 @@ def train_loop_per_worker(config: dict, session=None) -> None:
         # With the metric Tune ranks by (a search's, the trial's monitor): Tune refuses a result without it.
         session.report({"task_error": problem, spec.checkpoint.monitor: float("nan")})
         return
+    with strategy.scope():
+        build_step_state(model, *sample)
     train_data, val_data, train_steps = split_datasets(strategy, task, params, arrays, global_batch, spec.seed)
 
     staging = scratch_dir("best")  # swept by a later run when Ray kills this process

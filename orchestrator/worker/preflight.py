@@ -77,7 +77,8 @@ def _check_labels_fit(model: tf.keras.Model, labels: list[np.ndarray]) -> None:
                             f"{outputs} outputs (a sparse categorical loss needs labels 0..{outputs - 1})")
 
 
-def _check_loss(model: tf.keras.Model, x, y) -> None:
+def _check_loss(model: tf.keras.Model, x, y):
+    """``(y, the model's outputs for x)`` as tensors, once the loss has taken them; TaskError if it cannot."""
     # The bare loss function: Keras's compiled loss would also update its loss
     # tracker, which MultiWorkerMirroredStrategy allows only inside a step.
     loss = _loss_function(model)
@@ -90,16 +91,18 @@ def _check_loss(model: tf.keras.Model, x, y) -> None:
         shape = getattr(locals().get("predictions"), "shape", None)
         raise TaskError(f"the model's output{f' (shape {tuple(shape)})' if shape is not None else ''} "
                         f"does not fit the labels (shape {tuple(np.shape(y))}): {_first_line(exc)}") from None
+    return y, predictions
 
 
 def check_task(task: Task, name: str, params: Any, model: tf.keras.Model, arrays, *, workers: int,
-               replicas: int, global_batch: int) -> tuple[Optional[str], dict[str, int]]:
-    """(None, steps) if the task can train, else (one line saying why not, naming the task, {}).
+               replicas: int, global_batch: int) -> tuple[Optional[str], dict[str, int], Optional[tuple]]:
+    """(None, steps, sample) if the task can train, else (one line saying why not, naming the task, {}, None).
 
     ``steps``: for an input-function task, the steps per epoch of train and
     validation, the longest shard's batches in one pass (every worker must run
     the same number). Shards of equal size give every example exactly once per
     epoch; a shorter shard starts its next pass early (its pipeline repeats).
+    ``sample``: the checked batch's labels and the model's outputs for it, ``(y, predictions)``.
     """
     steps: dict[str, int] = {}
     try:
@@ -116,7 +119,7 @@ def check_task(task: Task, name: str, params: Any, model: tf.keras.Model, arrays
             if task.preprocess is not None:
                 x = task.preprocess(tf.constant(x))
         _check_labels_fit(model, labels)
-        _check_loss(model, x, y)
+        sample = _check_loss(model, x, y)
     except TaskError as err:
-        return f"task {name}: {err}", {}
-    return None, steps
+        return f"task {name}: {err}", {}, None
+    return None, steps, sample
