@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Iterator, Optional
 
@@ -115,6 +116,29 @@ def keeping_sigterm() -> Iterator[None]:
     finally:
         if callable(caller):
             signal.signal(signal.SIGTERM, caller)
+
+
+def _exit_from_finalizer(unraisable) -> None:
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        code = getattr(unraisable.exc_value, "code", 1)
+        os._exit(code if isinstance(code, int) else 1)
+    sys.__unraisablehook__(unraisable)
+
+
+def exit_on_sigterm_in_finalizers() -> None:
+    """A worker process that gets SIGTERM while Python runs a finalizer exits, with no traceback.
+
+    Ray's worker handler raises ``SystemExit`` (as Ray ends a job, every
+    reused trial actor gets SIGTERM). When the signal lands inside a finalizer,
+    a garbage collector's weakref callback say, Python cannot raise it there: it
+    prints "Exception ignored in ... SystemExit: 1" with a traceback, which Ray
+    forwards to the command's console under the search's summary, and the
+    process carries on until Ray kills it. Here it exits as the handler meant;
+    other unraisable exceptions are printed as Python does.
+    """
+    sys.unraisablehook = _exit_from_finalizer
 
 
 def _note_ctrl_c(trainer) -> list:

@@ -64,3 +64,39 @@ def test_the_first_ctrl_c_in_a_search_is_tunes_graceful_stop_then_an_interrupt()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+FINALIZER_SIGTERM = textwrap.dedent('''
+    import os, signal, sys, weakref
+    from orchestrator import process
+
+    def ray_worker_handler(signum, frame):  # what a Ray worker's SIGTERM handler does
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, ray_worker_handler)
+    if sys.argv[1] == "hook":
+        process.exit_on_sigterm_in_finalizers()
+
+    class Trial: pass
+
+    def finalizer(ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100000):  # the handler runs here, inside the finalizer
+            pass
+
+    trial = Trial()
+    kept = weakref.ref(trial, finalizer)
+    del trial
+    print("carried on after SIGTERM", flush=True)
+''')
+
+
+@pytest.mark.parametrize("hook", ["hook", "python"])
+def test_a_worker_sigtermed_inside_a_finalizer_exits_without_a_traceback(hook):
+    out = subprocess.run([sys.executable, "-c", FINALIZER_SIGTERM, hook], capture_output=True, text=True,
+                         timeout=60)
+    if hook == "python":  # what a trial actor printed to the search's console before, and it carried on
+        assert "Exception ignored in" in out.stderr and "SystemExit" in out.stderr
+        assert "carried on" in out.stdout and out.returncode == 0
+    else:  # it exits as Ray's handler meant, quietly
+        assert out.stderr == "" and out.stdout == "" and out.returncode == 1

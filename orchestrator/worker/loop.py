@@ -26,6 +26,7 @@ import ray
 import ray.train
 import tensorflow as tf
 
+from orchestrator import process
 from orchestrator.contract import CONFIG_KEY, WorkerConfig
 from orchestrator.layout import RunLayout
 from orchestrator.results import write_text_atomic
@@ -85,6 +86,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
     """
     run: WorkerConfig = config[CONFIG_KEY]
     spec = run.spec
+    process.exit_on_sigterm_in_finalizers()
     session = session if session is not None else RayTrainSession()
     is_chief = session.world_rank == 0
     _limit_threads(spec.scaling.cpus_per_worker)
