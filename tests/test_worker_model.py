@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r'''
 import json, tempfile
 from types import SimpleNamespace
@@ -67,19 +69,39 @@ own = OwnStep([tf.keras.layers.Flatten(input_shape=(28, 28)), tf.keras.layers.De
 own.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
 build_step_state(own, tf.constant(arrays.y_train[:8]), own(tf.zeros((8, 28, 28))))
 
+# An input function's batches of named features (a model with two inputs)
+def input_fn(params, split, context, batch_size):
+    n = 64
+    features = {"pixels": rng.random((n, 4), dtype=np.float32), "extra": rng.random((n, 2), dtype=np.float32)}
+    return tf.data.Dataset.from_tensor_slices((features, rng.integers(0, 3, n))).batch(batch_size)
+
+def two_inputs(params):
+    pixels, extra = tf.keras.Input((4,), name="pixels"), tf.keras.Input((2,), name="extra")
+    out = tf.keras.layers.Dense(3, activation="softmax")(tf.keras.layers.Concatenate()([pixels, extra]))
+    return tf.keras.Model({"pixels": pixels, "extra": extra}, out)
+
+named = SimpleNamespace(per_worker_input=True, input_fn=input_fn, preprocess=None)
+named_model = build_compiled_model(spec, SimpleNamespace(build_model=two_inputs, loss="sparse_categorical_crossentropy",
+                                                         metrics=["accuracy"]), None)
+named_problem, named_steps, (named_y, named_out) = check_task(named, "named", None, named_model, None, workers=1,
+                                                              replicas=1, global_batch=16)
+build_step_state(named_model, named_y, named_out)
+
 print(json.dumps({"prebuilt": prebuilt, "lazy": lazy, "same_weights": same_weights,
-                  "own_step_left_alone": not own.compiled_metrics.built}))
+                  "own_step_left_alone": not own.compiled_metrics.built,
+                  "named": {"problem": named_problem, "steps": named_steps, "built": named_model.compiled_metrics.built}}))
 '''
 
 
+@pytest.fixture(scope="module")
 def outcome() -> dict:
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_fit_traces_the_train_step_once_and_trains_as_keras_would():
-    result = outcome()
+def test_fit_traces_the_train_step_once_and_trains_as_keras_would(outcome):
+    result = outcome
     prebuilt, lazy = result["prebuilt"], result["lazy"]
     assert prebuilt["built_before_fit"] and not lazy["built_before_fit"]
     # Keras's own way traces twice: its first call created the metrics' variables
@@ -91,3 +113,8 @@ def test_fit_traces_the_train_step_once_and_trains_as_keras_would():
     # Resuming restores into a model built this way; a model with its own train_step keeps Keras's way
     assert result["same_weights"]
     assert result["own_step_left_alone"]
+
+
+def test_an_input_function_of_named_features_passes_the_check_and_its_metrics_are_built(outcome):
+    named = outcome["named"]
+    assert named == {"problem": None, "steps": {"train": 4, "validation": 4, "test": 4}, "built": True}

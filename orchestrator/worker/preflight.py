@@ -82,7 +82,7 @@ def _check_loss(model: tf.keras.Model, x, y):
     # The bare loss function: Keras's compiled loss would also update its loss
     # tracker, which MultiWorkerMirroredStrategy allows only inside a step.
     loss = _loss_function(model)
-    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    x, y = tf.nest.map_structure(tf.convert_to_tensor, x), tf.nest.map_structure(tf.convert_to_tensor, y)
     try:
         predictions = model(x, training=False)
         if loss is not None:
